@@ -1,0 +1,65 @@
+import express from 'express';
+import helmet from 'helmet';
+import type { Container } from './container';
+import { accessLog } from './http/access-log';
+import { authenticate } from './http/authenticate';
+import { errorHandler, notFoundRoute } from './http/error-handler';
+import { requestId } from './http/request-id';
+import { authRoutes } from './modules/auth/auth.routes';
+import { usersRoutes } from './modules/users/users.routes';
+import { projectsRoutes } from './modules/projects/projects.routes';
+import { providerKeysRoutes } from './modules/provider-keys/provider-keys.routes';
+import { apiTokensRoutes } from './modules/api-tokens/api-tokens.routes';
+import { auditRoutes } from './modules/audit/audit.routes';
+
+export interface AppState {
+  /** False until start-up checks pass, and while shutting down. */
+  ready: boolean;
+}
+
+/** The express app. It never listens: main.ts does, and tests drive it through supertest. */
+export function createApp(c: Container, state: AppState = { ready: true }): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  // An ETag is a hash of the body: on a reveal that would publish a fingerprint of the secret.
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+  if (c.config.trustProxy !== undefined) app.set('trust proxy', c.config.trustProxy);
+
+  app.use(requestId);
+  app.use(helmet({ contentSecurityPolicy: { useDefaults: true, directives: { 'script-src': ["'self'"], 'object-src': ["'none'"], 'frame-ancestors': ["'none'"] } } }));
+  app.use(accessLog(c.logger));
+
+  const health = express.Router();
+  health.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  health.get('/readyz', async (_req, res) => {
+    const dbOk = await c.db.ping().then(
+      () => true,
+      () => false,
+    );
+    res.status(state.ready && dbOk ? 200 : 503).json({ status: state.ready && dbOk ? 'ready' : 'unavailable', database: dbOk ? 'ok' : 'unreachable', keyring: state.ready ? 'ok' : 'pending' });
+  });
+  app.use(health);
+
+  const api = express.Router();
+  api.use(health);
+  api.use(express.json({ limit: '64kb', strict: true }));
+  api.use((_req, res, next) => {
+    res.setHeader('Cache-Control', 'no-store');
+    next();
+  });
+  const auth = authenticate(c.auth, c.apiTokens);
+  api.use('/auth', authRoutes(c.auth, auth));
+  api.use('/users', auth, usersRoutes(c.users));
+  api.use('/projects', auth, projectsRoutes(c.projects));
+  api.use('/provider-keys', auth, providerKeysRoutes(c.providerKeys));
+  api.use('/api-tokens', auth, apiTokensRoutes(c.apiTokens));
+  api.use('/audit-events', auth, auditRoutes(c.audit));
+  app.use('/api/v1', api);
+
+  app.use(notFoundRoute);
+  app.use(errorHandler(c.logger));
+  return app;
+}

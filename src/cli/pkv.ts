@@ -1,0 +1,240 @@
+#!/usr/bin/env node
+import 'reflect-metadata';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError, loadConfig, Config } from '../config';
+import { createLogger, Logger } from '../logger';
+import { openDatabase } from '../db/database';
+import { buildContainer, Container } from '../container';
+import { openMigrated, start, StartupError, TlsMaterial } from '../main';
+import { KeyringMismatchError } from '../crypto/keyring';
+import { AppError } from '../errors';
+import { cliActor, SCOPES, Scope } from '../modules/auth/actor';
+import { ROLES, Role } from '../modules/users/user.entity';
+import { password as passwordSchema, username as usernameSchema } from '../modules/users/users.schemas';
+
+/** An expected failure: one line on stderr and a non-zero exit, no stack. */
+class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+  }
+}
+
+function readEnvFile(): void {
+  if (fs.existsSync('.env')) process.loadEnvFile('.env');
+}
+
+function config(): Config {
+  readEnvFile();
+  return loadConfig(process.env, { generateDevSecrets: true });
+}
+
+/** CLI commands log only warnings to stderr so their stdout stays clean for scripts. */
+function quietLogger(c: Config): Logger {
+  const winston = require('winston') as typeof import('winston');
+  return createLogger(c.logLevel === 'debug' ? 'debug' : 'warn', [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'http', 'verbose', 'debug'] })]);
+}
+
+/** Opens the database and services for a one-shot command, runs fn, and closes everything. */
+async function withContainer<T>(fn: (c: Container) => Promise<T>): Promise<T> {
+  const cfg = config();
+  const db = await openMigrated(cfg);
+  try {
+    const c = await buildContainer(cfg, quietLogger(cfg), db);
+    try {
+      return await fn(c);
+    } finally {
+      await c.usage.stop();
+    }
+  } finally {
+    await db.close();
+  }
+}
+
+async function readStdin(): Promise<string> {
+  if (process.stdin.isTTY) throw new CliError('--password-stdin: pipe the password in, e.g. `printf %s "$PW" | pkv …`', 2);
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+}
+
+async function passwordFrom(fromStdin: boolean | undefined): Promise<{ password: string; generated: boolean }> {
+  if (!fromStdin) return { password: crypto.randomBytes(18).toString('base64url'), generated: true };
+  const password = await readStdin();
+  const ok = passwordSchema.safeParse(password);
+  if (!ok.success) throw new CliError(`password: ${ok.error.issues[0].message}`, 2);
+  return { password, generated: false };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('pkv')
+    .description('provider-key-vault: a self-hosted vault for third-party provider API keys')
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('serve')
+    .description('serve the HTTP API (configuration from PKV_* environment variables and .env)')
+    .option('--host <host>', 'listen address (overrides PKV_HOST)')
+    .option('--port <port>', 'listen port (overrides PKV_PORT)', (v) => {
+      if (!/^\d+$/.test(v) || Number(v) > 65535) throw new CliError('--port: must be a whole number from 0 to 65535', 2);
+      return Number(v);
+    })
+    .option('--tls-cert <file>', 'PEM certificate for HTTPS')
+    .option('--tls-key <file>', 'PEM private key for HTTPS')
+    .action(async (opts: { host?: string; port?: number; tlsCert?: string; tlsKey?: string }) => {
+      const cfg = config();
+      const logger = createLogger(cfg.logLevel);
+      if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError('--tls-cert and --tls-key go together', 2);
+      let tls: TlsMaterial | undefined;
+      if (opts.tlsCert && opts.tlsKey) {
+        try {
+          tls = { cert: fs.readFileSync(opts.tlsCert), key: fs.readFileSync(opts.tlsKey) };
+        } catch (err) {
+          throw new CliError(`cannot read TLS files: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, 2);
+        }
+      }
+      for (const file of cfg.generated) logger.warn(`generated a development secret at ${file} (mode 0600); configure your own for production`, { event: 'config.dev_secret_generated' });
+      const running = await start(cfg, logger, { tls, host: opts.host, port: opts.port });
+      if (running.bootstrapPassword) {
+        console.log(`\nFirst admin created. Username: admin  Password: ${running.bootstrapPassword}\nThis password is shown once; change it after signing in (POST /api/v1/auth/password).\n`);
+      }
+      console.log(`provider-key-vault listening on ${running.url}`);
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info('shutting down', { event: 'server.stopping', signal });
+        running.close().then(
+          () => process.exit(0),
+          () => process.exit(1),
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+    });
+
+  program
+    .command('migrate')
+    .description('apply pending database migrations (required before serving on MySQL/MariaDB)')
+    .action(async () => {
+      const cfg = config();
+      const db = await openDatabase(cfg.database);
+      try {
+        const ran = await db.migrate();
+        console.log(ran.length ? `applied ${ran.length} migration(s): ${ran.join(', ')}` : 'schema is up to date');
+      } finally {
+        await db.close();
+      }
+    });
+
+  const user = program.command('user').description('manage IAM users');
+  user
+    .command('create')
+    .description('create a user (a random password is printed when --password-stdin is not given)')
+    .requiredOption('--username <username>', 'login name')
+    .addOption(new Option('--role <role>', 'role').choices(ROLES as unknown as string[]).makeOptionMandatory())
+    .option('--display-name <name>', 'display name')
+    .option('--password-stdin', 'read the password from standard input')
+    .action(async (opts: { username: string; role: Role; displayName?: string; passwordStdin?: boolean }) => {
+      const name = usernameSchema.safeParse(opts.username);
+      if (!name.success) throw new CliError(`--username: ${name.error.issues[0].message}`, 2);
+      const { password, generated } = await passwordFrom(opts.passwordStdin);
+      const created = await withContainer((c) => c.users.create(cliActor(null), { username: opts.username, password, role: opts.role, displayName: opts.displayName }));
+      console.log(`created ${created.role} ${created.username} (${created.id})`);
+      if (generated) console.log(`password: ${password}\n(shown once)`);
+    });
+  user
+    .command('reset-password')
+    .description('set a new password (random, printed once, unless --password-stdin); the user’s sessions end')
+    .requiredOption('--username <username>', 'login name')
+    .option('--password-stdin', 'read the password from standard input')
+    .action(async (opts: { username: string; passwordStdin?: boolean }) => {
+      const { password, generated } = await passwordFrom(opts.passwordStdin);
+      await withContainer((c) => c.users.resetPassword(cliActor(null), opts.username, password));
+      console.log(`password reset for ${opts.username}`);
+      if (generated) console.log(`password: ${password}\n(shown once)`);
+    });
+
+  const token = program.command('token').description('manage API tokens');
+  token
+    .command('create')
+    .description('mint an API token for a user (printed once) to bootstrap automation')
+    .requiredOption('--username <username>', 'the user the token acts as')
+    .requiredOption('--name <name>', 'what the token is for')
+    .addOption(new Option('--scope <scope...>', 'one or more scopes').choices(SCOPES as unknown as string[]).makeOptionMandatory())
+    .option('--expires-in-days <days>', 'lifetime, 1–365 (default 90)', (v) => {
+      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 365) throw new CliError('--expires-in-days: must be a whole number from 1 to 365', 2);
+      return Number(v);
+    })
+    .action(async (opts: { username: string; name: string; scope: Scope[]; expiresInDays?: number }) => {
+      const issued = await withContainer(async (c) => {
+        const u = await c.users.findByUsername(opts.username);
+        if (!u) throw new CliError(`no user named "${opts.username}"`, 1);
+        return c.apiTokens.create(cliActor(null), { userId: u.id, name: opts.name, scopes: opts.scope, expiresInDays: opts.expiresInDays });
+      });
+      console.error(`token ${issued.id} for ${opts.username}, scopes ${issued.scopes.join(' ')}, expires ${issued.expiresAt} (shown once):`);
+      console.log(issued.token);
+    });
+
+  const keyring = program.command('keyring').description('master key operations');
+  keyring
+    .command('generate')
+    .description('print a fresh random 32-byte master key, base64')
+    .action(() => {
+      console.log(crypto.randomBytes(32).toString('base64'));
+    });
+  keyring
+    .command('status')
+    .description('rows wrapped under each master key version')
+    .action(async () => {
+      await withContainer(async (c) => {
+        const rows = await c.keyring.rowsByVersion(c.db);
+        console.log(`active version: ${c.keyring.activeVersion}; configured: ${c.keyring.versions.join(', ')}`);
+        console.log('version  provider_keys  system_keys  total');
+        for (const r of rows) console.log(`${String(r.version).padEnd(9)}${String(r.providerKeys).padEnd(15)}${String(r.systemKeys).padEnd(13)}${r.rows}`);
+        if (rows.length === 0) console.log('(nothing wrapped yet)');
+      });
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    if (err instanceof ConfigError) {
+      for (const p of err.problems) console.error(`pkv: configuration: ${p}`);
+      return 2;
+    }
+    if (err instanceof CliError) {
+      console.error(`pkv: ${err.message}`);
+      return err.exitCode;
+    }
+    if (err instanceof KeyringMismatchError || err instanceof StartupError) {
+      console.error(`pkv: ${err.message}`);
+      return 3;
+    }
+    if (err instanceof AppError) {
+      const cause = err.cause as { code?: string } | undefined;
+      console.error(`pkv: ${err.message}${cause?.code ? ` (${cause.code})` : ''}`);
+      return 1;
+    }
+    console.error(`pkv: unexpected error: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv).then((code) => {
+    if (code !== 0) process.exit(code);
+  });
+}

@@ -1,0 +1,287 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { z } from 'zod';
+
+export interface MasterKey {
+  version: number;
+  key: Buffer;
+}
+
+export type DatabaseConfig =
+  | { kind: 'sqlite'; path: string }
+  | { kind: 'mysql'; url: string };
+
+export interface Config {
+  nodeEnv: 'development' | 'production' | 'test';
+  database: DatabaseConfig;
+  masterKeys: readonly MasterKey[];
+  jwtSecret: Buffer;
+  jwtTtlSeconds: number;
+  host: string;
+  port: number;
+  dataDir: string;
+  bootstrapAdminPassword: string | undefined;
+  revealRateLimit: number;
+  loginRateLimit: number;
+  trustProxy: boolean | number | string | undefined;
+  logLevel: 'error' | 'warn' | 'info' | 'http' | 'verbose' | 'debug';
+  scryptCost: number;
+  redisUrl: string | undefined;
+  /** Names of secrets generated into the data dir by this start (dev only). */
+  generated: readonly string[];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+/** Secret variables accept `<NAME>_FILE` as an alternative, never both. */
+const SECRET_VARS = ['PKV_MASTER_KEYS', 'PKV_MASTER_KEY', 'PKV_JWT_SECRET', 'PKV_BOOTSTRAP_ADMIN_PASSWORD', 'PKV_DATABASE_URL', 'PKV_REDIS_URL'] as const;
+
+const intIn = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, `must be a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be a whole number from ${min} to ${max}`);
+
+const schema = z.object({
+  NODE_ENV: z
+    .enum(['development', 'production', 'test'])
+    .default('development')
+    .describe('development, production or test; production never generates secrets'),
+  PKV_DATABASE_URL: z
+    .string()
+    .default('sqlite:./data/vault.db')
+    .describe('sqlite:PATH or mysql://user:pass@host:port/db'),
+  PKV_MASTER_KEYS: z.string().optional().describe('keyring VERSION:BASE64[,VERSION:BASE64…], first entry active'),
+  PKV_MASTER_KEY: z.string().optional().describe('BASE64 key, shorthand for version 1'),
+  PKV_JWT_SECRET: z.string().optional().describe('HMAC secret for session tokens, at least 32 bytes'),
+  PKV_JWT_TTL: z
+    .string()
+    .default('15m')
+    .describe('session token lifetime: 30s, 15m, 1h …')
+    .transform((v, ctx) => {
+      const m = /^(\d+)(s|m|h)?$/.exec(v.trim());
+      const seconds = m ? Number(m[1]) * { s: 1, m: 60, h: 3600 }[(m[2] ?? 's') as 's' | 'm' | 'h'] : NaN;
+      if (!(seconds >= 30 && seconds <= 86400)) {
+        ctx.addIssue({ code: 'custom', message: 'must be a duration from 30s to 24h, like 15m' });
+        return z.NEVER;
+      }
+      return seconds;
+    }),
+  PKV_HOST: z.string().min(1).default('127.0.0.1').describe('listen address'),
+  PKV_PORT: intIn(0, 65535).default(8080).describe('listen port'),
+  PKV_DATA_DIR: z.string().min(1).default('./data').describe('where dev files live'),
+  PKV_BOOTSTRAP_ADMIN_PASSWORD: z
+    .string()
+    .min(12, 'must be at least 12 characters')
+    .max(1024)
+    .optional()
+    .describe('password for the first admin on an empty database'),
+  PKV_REVEAL_RATE_LIMIT: intIn(1, 100000).default(30).describe('reveals per user per minute'),
+  PKV_LOGIN_RATE_LIMIT: intIn(1, 1000).default(10).describe('failed sign-ins per username+IP per 15 minutes'),
+  PKV_TRUST_PROXY: z
+    .string()
+    .optional()
+    .describe('express trust-proxy: true, false, a hop count, or a list of addresses/subnets'),
+  PKV_LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug']).default('info').describe('winston level'),
+  PKV_SCRYPT_COST: intIn(14, 20).default(17).describe('log2 of the scrypt N parameter for password hashes'),
+  PKV_REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+    .optional()
+    .describe('shared rate-limit state for several instances'),
+});
+
+type RawEnv = Record<string, string | undefined>;
+
+/** Resolves `<NAME>_FILE` variants into `<NAME>`; reports both-at-once and unreadable files. */
+function resolveFileVariants(env: RawEnv, problems: string[]): RawEnv {
+  const out: RawEnv = { ...env };
+  for (const name of SECRET_VARS) {
+    const fileVar = `${name}_FILE`;
+    const file = env[fileVar];
+    if (file === undefined || file === '') continue;
+    if (env[name] !== undefined && env[name] !== '') {
+      problems.push(`${name}: set either ${name} or ${fileVar}, not both`);
+      continue;
+    }
+    try {
+      out[name] = fs.readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      problems.push(`${fileVar}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
+  for (const [k, v] of Object.entries(out)) if (v === '') delete out[k];
+  return out;
+}
+
+const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
+
+function decodeKey(text: string): Buffer | undefined {
+  const t = text.trim();
+  if (!BASE64.test(t)) return undefined;
+  return Buffer.from(t.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+}
+
+/** Parses `VERSION:BASE64[,…]` (or a bare BASE64 key as version 1). */
+export function parseKeyring(text: string, variable: string, problems: string[]): MasterKey[] {
+  const keys: MasterKey[] = [];
+  const entries = text.split(',').map((e) => e.trim()).filter(Boolean);
+  if (entries.length === 0) problems.push(`${variable}: is empty`);
+  for (const entry of entries) {
+    const m = /^(\d{1,5}):(.+)$/.exec(entry);
+    const version = m ? Number(m[1]) : entries.length === 1 ? 1 : NaN;
+    const material = m ? m[2] : entry;
+    if (!Number.isInteger(version) || version < 1 || version > 65535) {
+      problems.push(`${variable}: each entry must be VERSION:BASE64KEY with VERSION from 1 to 65535`);
+      continue;
+    }
+    const key = decodeKey(material);
+    if (!key) {
+      problems.push(`${variable}: version ${version} key is not valid base64`);
+      continue;
+    }
+    if (key.length !== 32) {
+      problems.push(`${variable}: version ${version} key must be exactly 32 bytes, got ${key.length}`);
+      continue;
+    }
+    if (keys.some((k) => k.version === version)) {
+      problems.push(`${variable}: version ${version} is listed twice`);
+      continue;
+    }
+    keys.push({ version, key });
+  }
+  return keys;
+}
+
+function parseDatabaseUrl(url: string, problems: string[]): DatabaseConfig {
+  if (url.startsWith('sqlite:')) {
+    const p = url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, '');
+    if (!p) problems.push('PKV_DATABASE_URL: sqlite: needs a file path, like sqlite:./data/vault.db');
+    return { kind: 'sqlite', path: path.resolve(p || '.') };
+  }
+  if (url.startsWith('mysql://')) {
+    try {
+      const u = new URL(url);
+      if (!u.hostname || u.pathname.length < 2) throw new Error('incomplete');
+    } catch {
+      problems.push('PKV_DATABASE_URL: not a valid mysql://user:pass@host:port/db URL');
+    }
+    return { kind: 'mysql', url };
+  }
+  problems.push('PKV_DATABASE_URL: unsupported scheme; use sqlite:PATH or mysql://user:pass@host:port/db');
+  return { kind: 'sqlite', path: '' };
+}
+
+function parseTrustProxy(v: string | undefined): Config['trustProxy'] {
+  if (v === undefined) return undefined;
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  if (/^\d+$/.test(v)) return Number(v);
+  return v;
+}
+
+function isUnderTempDir(p: string): boolean {
+  const roots = [os.tmpdir(), '/tmp', '/var/tmp', '/dev/shm'].map((r) => path.resolve(r) + path.sep);
+  return roots.some((r) => (path.resolve(p) + path.sep).startsWith(r));
+}
+
+/** Reads a dev secret file from the data dir, creating it (mode 0600) when absent. */
+function devSecretFile(dataDir: string, name: string, make: () => string, generated: string[]): string {
+  const file = path.join(dataDir, name);
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  try {
+    const fd = fs.openSync(file, 'wx', 0o600);
+    fs.writeSync(fd, make() + '\n');
+    fs.closeSync(fd);
+    generated.push(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+export interface LoadOptions {
+  /** Create dev secret files in the data dir when none are configured (never in production). */
+  generateDevSecrets?: boolean;
+}
+
+/** Validates the environment into a frozen Config, or throws ConfigError listing every problem. */
+export function loadConfig(env: RawEnv = process.env, options: LoadOptions = {}): Config {
+  const problems: string[] = [];
+  const resolved = resolveFileVariants(env, problems);
+  const parsed = schema.safeParse(resolved);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) problems.push(`${String(issue.path[0])}: ${issue.message}`);
+    throw new ConfigError(problems);
+  }
+  const e = parsed.data;
+  const production = e.NODE_ENV === 'production';
+  const dataDir = path.resolve(e.PKV_DATA_DIR);
+  const database = parseDatabaseUrl(e.PKV_DATABASE_URL, problems);
+  const generated: string[] = [];
+  const mayGenerate = !production && options.generateDevSecrets !== false;
+
+  if (e.PKV_MASTER_KEYS && e.PKV_MASTER_KEY) {
+    problems.push('PKV_MASTER_KEYS: set either PKV_MASTER_KEYS or PKV_MASTER_KEY, not both');
+  }
+  let masterKeys: MasterKey[] = [];
+  if (e.PKV_MASTER_KEYS) masterKeys = parseKeyring(e.PKV_MASTER_KEYS, 'PKV_MASTER_KEYS', problems);
+  else if (e.PKV_MASTER_KEY) {
+    const key = decodeKey(e.PKV_MASTER_KEY);
+    if (!key || key.length !== 32) problems.push('PKV_MASTER_KEY: must be a base64 key of exactly 32 bytes');
+    else masterKeys = [{ version: 1, key }];
+  } else if (production) {
+    problems.push('PKV_MASTER_KEYS: required when NODE_ENV=production (no key is ever generated in production)');
+  } else if (mayGenerate && problems.length === 0) {
+    const text = devSecretFile(dataDir, 'master.key', () => `1:${crypto.randomBytes(32).toString('base64')}`, generated);
+    masterKeys = parseKeyring(text, `${path.join(dataDir, 'master.key')}`, problems);
+  }
+
+  let jwtSecret = Buffer.alloc(0);
+  if (e.PKV_JWT_SECRET) {
+    jwtSecret = Buffer.from(e.PKV_JWT_SECRET, 'utf8');
+    if (jwtSecret.length < 32) problems.push('PKV_JWT_SECRET: must be at least 32 bytes');
+  } else if (production) {
+    problems.push('PKV_JWT_SECRET: required when NODE_ENV=production (no secret is ever generated in production)');
+  } else if (mayGenerate && problems.length === 0) {
+    jwtSecret = Buffer.from(devSecretFile(dataDir, 'jwt.secret', () => crypto.randomBytes(48).toString('base64url'), generated), 'utf8');
+  }
+
+  if (production && database.kind === 'sqlite' && database.path && isUnderTempDir(database.path)) {
+    problems.push(`PKV_DATABASE_URL: refusing a SQLite database under a temporary directory in production (${database.path})`);
+  }
+
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  return Object.freeze({
+    nodeEnv: e.NODE_ENV,
+    database,
+    masterKeys: Object.freeze(masterKeys),
+    jwtSecret,
+    jwtTtlSeconds: e.PKV_JWT_TTL,
+    host: e.PKV_HOST,
+    port: e.PKV_PORT,
+    dataDir,
+    bootstrapAdminPassword: e.PKV_BOOTSTRAP_ADMIN_PASSWORD,
+    revealRateLimit: e.PKV_REVEAL_RATE_LIMIT,
+    loginRateLimit: e.PKV_LOGIN_RATE_LIMIT,
+    trustProxy: parseTrustProxy(e.PKV_TRUST_PROXY),
+    logLevel: e.PKV_LOG_LEVEL,
+    scryptCost: e.PKV_SCRYPT_COST,
+    redisUrl: e.PKV_REDIS_URL,
+    generated: Object.freeze(generated),
+  });
+}
+
+/** Every variable the schema knows, with its description and default, for .env.example and --help. */
+export function describeVariables(): Array<{ name: string; description: string }> {
+  return Object.entries(schema.shape).map(([name, s]) => ({ name, description: s.description ?? '' }));
+}

@@ -1,0 +1,164 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import 'reflect-metadata';
+import { DataSource, EntityManager } from 'typeorm';
+import type { DatabaseConfig } from '../config';
+import { UnavailableError } from '../errors';
+import { entities } from './entities';
+import { migrations } from '../../migrations';
+import { takeAfterCommit } from './hooks';
+
+export type Tx = EntityManager;
+
+/** Serializes work on SQLite's single connection: TypeORM shares one query runner, so two open transactions would interleave. */
+class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+}
+
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'PROTOCOL_CONNECTION_LOST',
+  'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_CON_COUNT_ERROR', 'ER_SERVER_SHUTDOWN', 'ER_LOCK_WAIT_TIMEOUT', 'ER_QUERY_INTERRUPTED',
+  'ER_CONNECTION_KILLED', 'ER_ACCESS_DENIED_ERROR', 'ER_BAD_DB_ERROR', 'SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_FULL', 'SQLITE_CANTOPEN',
+  'SQLITE_READONLY', 'SQLITE_IOERR', 'SQLITE_PROTOCOL',
+]);
+
+function errorCode(err: unknown): string | undefined {
+  const e = err as { code?: unknown; driverError?: { code?: unknown } };
+  const code = e?.driverError?.code ?? e?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** True when the database could not be reached or answered: the caller gets 503, not 500. */
+export function isUnavailable(err: unknown): boolean {
+  const code = errorCode(err);
+  if (code && (CONNECTION_CODES.has(code) || code.startsWith('SQLITE_IOERR'))) return true;
+  const message = err instanceof Error ? err.message : '';
+  return /Pool is closed|Connection is not established|connection is in closed state|Can't add new command when connection is in closed state|database connection is not open/i.test(message);
+}
+
+export function isUniqueViolation(err: unknown): boolean {
+  const code = errorCode(err);
+  return code === 'ER_DUP_ENTRY' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}
+
+function isDeadlock(err: unknown): boolean {
+  return errorCode(err) === 'ER_LOCK_DEADLOCK';
+}
+
+export class Database {
+  private readonly mutex = new Mutex();
+
+  constructor(
+    readonly kind: DatabaseConfig['kind'],
+    readonly dataSource: DataSource,
+  ) {}
+
+  /** Runs fn in one transaction; it commits before the promise resolves. Deadlocks are retried. */
+  async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    let hooks: Array<() => void> = [];
+    const body = async (tx: Tx) => {
+      try {
+        return await fn(tx);
+      } finally {
+        hooks = takeAfterCommit(tx);
+      }
+    };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const result = await this.guard(() =>
+          this.kind === 'sqlite' ? this.mutex.run(() => this.dataSource.transaction(body)) : this.dataSource.transaction('READ COMMITTED', body),
+        );
+        for (const hook of hooks) hook();
+        return result;
+      } catch (err) {
+        if (!isDeadlock(err) || attempt >= 3) throw err;
+      }
+    }
+  }
+
+  /** Runs reads outside a transaction (still serialized on SQLite's single connection). */
+  read<T>(fn: (m: EntityManager) => Promise<T>): Promise<T> {
+    if (this.kind === 'sqlite') return this.guard(() => this.mutex.run(() => fn(this.dataSource.manager)));
+    return this.guard(() => fn(this.dataSource.manager));
+  }
+
+  async ping(): Promise<void> {
+    await this.read((m) => m.query('SELECT 1'));
+  }
+
+  async pendingMigrations(): Promise<boolean> {
+    return this.dataSource.showMigrations();
+  }
+
+  async migrate(): Promise<string[]> {
+    const ran = await this.mutex.run(() => this.dataSource.runMigrations({ transaction: 'each' }));
+    return ran.map((m) => m.name);
+  }
+
+  async close(): Promise<void> {
+    if (this.dataSource.isInitialized) await this.dataSource.destroy();
+  }
+
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (isUnavailable(err)) throw new UnavailableError(undefined, err);
+      throw err;
+    }
+  }
+}
+
+export function createDataSource(config: DatabaseConfig): DataSource {
+  const common = { entities, migrations, migrationsTableName: 'pkv_migrations', synchronize: false, logging: false } as const;
+  if (config.kind === 'sqlite') {
+    fs.mkdirSync(path.dirname(config.path), { recursive: true, mode: 0o700 });
+    return new DataSource({
+      ...common,
+      type: 'better-sqlite3',
+      database: config.path,
+      statementCacheSize: 200,
+      prepareDatabase: (db: { pragma(s: string): unknown }) => {
+        // Durability is never traded for speed: a committed audit row survives a power cut.
+        db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = FULL');
+        db.pragma('foreign_keys = ON');
+        db.pragma('busy_timeout = 5000');
+      },
+    });
+  }
+  return new DataSource({
+    ...common,
+    type: 'mysql',
+    url: config.url,
+    timezone: 'Z',
+    charset: 'utf8mb4_unicode_ci',
+    poolSize: 24,
+    connectTimeout: 5000,
+    acquireTimeout: 5000,
+    extra: { enableKeepAlive: true, maxIdle: 24, idleTimeout: 60000 },
+  });
+}
+
+/** Opens the database. The embedded SQLite default migrates itself; MySQL must be migrated explicitly (`pkv migrate`). */
+export async function openDatabase(config: DatabaseConfig): Promise<Database> {
+  const ds = createDataSource(config);
+  try {
+    await ds.initialize();
+  } catch (err) {
+    throw new UnavailableError(`cannot open the ${config.kind} database`, err);
+  }
+  if (config.kind === 'sqlite') {
+    try {
+      fs.chmodSync(config.path, 0o600);
+    } catch {
+      /* best effort: a read-only mount keeps its own mode */
+    }
+  }
+  return new Database(config.kind, ds);
+}

@@ -1,0 +1,18 @@
+import { UserEntity } from '../modules/users/user.entity';
+import { ProjectEntity } from '../modules/projects/project.entity';
+import { RevokedSessionEntity } from '../modules/auth/revoked-session.entity';
+import { ProviderKeyEntity } from '../modules/provider-keys/provider-key.entity';
+import { ApiTokenEntity } from '../modules/api-tokens/api-token.entity';
+import { AuditEventEntity } from '../modules/audit/audit-event.entity';
+import { KekCanaryEntity, SystemKeyEntity } from '../crypto/keyring.entities';
+
+export const entities = [
+  UserEntity,
+  ProjectEntity,
+  RevokedSessionEntity,
+  ProviderKeyEntity,
+  ApiTokenEntity,
+  AuditEventEntity,
+  KekCanaryEntity,
+  SystemKeyEntity,
+];

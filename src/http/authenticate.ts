@@ -1,0 +1,43 @@
+import type { Request, RequestHandler, Response } from 'express';
+import { UnauthorizedError } from '../errors';
+import type { Actor } from '../modules/auth/actor';
+import type { ClientInfo } from '../modules/auth/auth.service';
+
+export interface CredentialVerifier {
+  authenticateSession(token: string, client: ClientInfo): Promise<Actor>;
+}
+export interface ApiTokenVerifier {
+  authenticate(token: string, client: ClientInfo): Promise<Actor>;
+}
+
+export function clientOf(req: Request, res: Response): ClientInfo {
+  return { ip: req.ip ?? null, userAgent: req.get('user-agent') ?? null, requestId: String(res.locals.requestId ?? '') || null };
+}
+
+/** The credential from `Authorization: Bearer …` or `X-API-Key: …`; two different ones at once are refused. */
+function credentialOf(req: Request): string | undefined {
+  const header = req.get('authorization');
+  const bearer = header === undefined ? undefined : /^Bearer +([^\s]+) *$/i.exec(header)?.[1];
+  if (header !== undefined && bearer === undefined) throw new UnauthorizedError();
+  const apiKey = req.get('x-api-key')?.trim();
+  if (bearer && apiKey && bearer !== apiKey) throw new UnauthorizedError();
+  return bearer ?? apiKey;
+}
+
+/** Resolves the caller into res.locals.actor, or answers 401 with one message for every kind of bad credential. */
+export function authenticate(sessions: CredentialVerifier, apiTokens: ApiTokenVerifier): RequestHandler {
+  return async (req, res, next) => {
+    const credential = credentialOf(req);
+    if (!credential || credential.length > 4096) throw new UnauthorizedError();
+    const client = clientOf(req, res);
+    const actor = credential.startsWith('pkv_') ? await apiTokens.authenticate(credential, client) : await sessions.authenticateSession(credential, client);
+    res.locals.actor = actor;
+    next();
+  };
+}
+
+export function actorOf(res: Response): Actor {
+  const actor = res.locals.actor as Actor | undefined;
+  if (!actor) throw new UnauthorizedError();
+  return actor;
+}

@@ -1,0 +1,260 @@
+import type { Database } from '../../db/database';
+import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../../errors';
+import { newId } from '../../ids';
+import type { Logger } from '../../logger';
+import { hashApiToken, isApiTokenShape, newApiToken } from '../../crypto/tokens';
+import { Page, PageResult, toPageResult } from '../../http/pagination';
+import { Actor, effectiveRights, ROLE_SCOPES, Scope, SCOPES } from '../auth/actor';
+import type { ClientInfo } from '../auth/auth.service';
+import type { AuditService } from '../audit/audit.service';
+import type { UsersRepository } from '../users/users.repository';
+import { ApiTokenEntity } from './api-token.entity';
+import type { ApiTokensRepository } from './api-tokens.repository';
+
+export interface ApiToken {
+  id: string;
+  name: string;
+  prefix: string;
+  userId: string;
+  scopes: Scope[];
+  createdAt: string;
+  expiresAt: string;
+  lastUsedAt: string | null;
+  lastUsedIp: string | null;
+  usageCount: number;
+  revokedAt: string | null;
+}
+
+export interface IssuedToken {
+  id: string;
+  name: string;
+  prefix: string;
+  userId: string;
+  scopes: Scope[];
+  expiresAt: string;
+  token: string;
+}
+
+const DAY_MS = 86_400_000;
+export const DEFAULT_TOKEN_DAYS = 90;
+const parseScopes = (s: string) => s.split(' ').filter((x): x is Scope => (SCOPES as readonly string[]).includes(x));
+
+interface PendingUse {
+  count: number;
+  lastUsedAt: Date;
+  lastUsedIp: string | null;
+}
+
+/**
+ * Counts uses in memory and flushes them in batches (every second and at shutdown), so authenticating a
+ * request never costs a write; reads merge what is still pending here.
+ */
+export class UsageTracker {
+  private pending = new Map<string, PendingUse>();
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly db: Database,
+    private readonly repo: ApiTokensRepository,
+    private readonly logger: Logger,
+    private readonly intervalMs = 1000,
+  ) {}
+
+  start(): void {
+    this.timer ??= setInterval(() => void this.flush(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  note(id: string, ip: string | null, at = new Date()): void {
+    const p = this.pending.get(id);
+    if (p) {
+      p.count++;
+      p.lastUsedAt = at;
+      p.lastUsedIp = ip;
+    } else this.pending.set(id, { count: 1, lastUsedAt: at, lastUsedIp: ip });
+  }
+
+  pendingFor(id: string): PendingUse | undefined {
+    return this.pending.get(id);
+  }
+
+  flush(): Promise<void> {
+    this.flushing = this.flushing.then(() => this.flushNow());
+    return this.flushing;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.flush();
+  }
+
+  private async flushNow(): Promise<void> {
+    if (this.pending.size === 0) return;
+    const batch = this.pending;
+    this.pending = new Map();
+    try {
+      await this.db.transaction(async (tx) => {
+        for (const [id, p] of batch) await this.repo.addUsage(tx, id, p.count, p.lastUsedAt, p.lastUsedIp);
+      });
+    } catch (err) {
+      // Keep the counts for the next flush rather than lose them.
+      for (const [id, p] of batch) {
+        const now = this.pending.get(id);
+        this.pending.set(id, now ? { count: now.count + p.count, lastUsedAt: now.lastUsedAt, lastUsedIp: now.lastUsedIp } : p);
+      }
+      this.logger.warn('api token usage flush failed; will retry', { event: 'api_token.usage_flush_failed', errorCode: (err as { code?: string }).code });
+    }
+  }
+}
+
+export class ApiTokensService {
+  constructor(
+    private readonly db: Database,
+    private readonly tokens: ApiTokensRepository,
+    private readonly users: UsersRepository,
+    private readonly audit: AuditService,
+    readonly usage: UsageTracker,
+  ) {}
+
+  /**
+   * Malformed, unknown, expired and revoked tokens all fail the same way after the same work: one hash and one
+   * indexed lookup. Rights are the token's scopes narrowed by the user's current role, every request.
+   */
+  async authenticate(token: string, client: ClientInfo): Promise<Actor> {
+    const found = await this.db.read((m) => this.tokens.findByHashWithUser(m, hashApiToken(token)));
+    const now = Date.now();
+    if (!found || !isApiTokenShape(token) || found.token.revokedAt || found.token.expiresAt.getTime() <= now || found.user.status !== 'active') {
+      throw new UnauthorizedError();
+    }
+    const { token: t, user } = found;
+    this.usage.note(t.id, client.ip);
+    const scopes = parseScopes(t.scopes);
+    return { userId: user.id, username: user.username, role: user.role, via: 'api_token', rights: effectiveRights(user.role, scopes), tokenScopes: scopes, apiTokenId: t.id, ...client };
+  }
+
+  async create(actor: Actor, input: { name: string; scopes: Scope[]; expiresInDays?: number; userId?: string }): Promise<IssuedToken> {
+    this.assertManagedBySession(actor);
+    const userId = input.userId ?? actor.userId;
+    if (userId !== actor.userId && actor.role !== 'admin') throw new ForbiddenError('Only admins mint tokens for other users');
+    const scopes = [...new Set(input.scopes)];
+    const issued = newApiToken();
+    const now = new Date();
+    const row = Object.assign(new ApiTokenEntity(), {
+      id: newId(),
+      userId,
+      name: input.name,
+      prefix: issued.prefix,
+      tokenHash: issued.hash,
+      scopes: scopes.join(' '),
+      createdBy: actor.userId || userId,
+      createdAt: now,
+      expiresAt: new Date(now.getTime() + (input.expiresInDays ?? DEFAULT_TOKEN_DAYS) * DAY_MS),
+      lastUsedAt: null,
+      lastUsedIp: null,
+      usageCount: 0,
+      revokedAt: null,
+    });
+    await this.db.transaction(async (tx) => {
+      const owner = await this.users.findById(tx, userId);
+      if (!owner) throw new ValidationError('userId: no such user', { details: [{ field: 'body.userId', message: 'no such user' }] });
+      const beyond = scopes.filter((s) => !ROLE_SCOPES[owner.role].includes(s));
+      if (beyond.length > 0) {
+        throw new ValidationError(`Scopes beyond the ${owner.role} role: ${beyond.join(', ')}`, { details: beyond.map((s) => ({ field: 'body.scopes', message: `${s} is beyond the ${owner.role} role` })) });
+      }
+      await this.tokens.insert(tx, row);
+      await this.audit.record(tx, actor, 'api_token.create', 'success', {}, { detail: { tokenId: row.id, userId, name: row.name, scopes, expiresAt: row.expiresAt.toISOString() } });
+    });
+    return { id: row.id, name: row.name, prefix: row.prefix, userId, scopes, expiresAt: row.expiresAt.toISOString(), token: issued.token };
+  }
+
+  async list(actor: Actor, userId: string | undefined, page: Page): Promise<PageResult<ApiToken>> {
+    if (actor.role !== 'admin' && userId && userId !== actor.userId) return { items: [], nextCursor: null };
+    const scope = actor.role === 'admin' ? userId : actor.userId;
+    const rows = await this.db.read((m) => this.tokens.list(m, scope, page));
+    return toPageResult(rows, page, (t) => this.toApiToken(t));
+  }
+
+  async get(actor: Actor, id: string): Promise<ApiToken> {
+    return this.toApiToken(await this.db.read((m) => this.findVisibleTo(m, actor, id)));
+  }
+
+  async rename(actor: Actor, id: string, name: string): Promise<ApiToken> {
+    this.assertManagedBySession(actor);
+    return this.db.transaction(async (tx) => {
+      const t = await this.findVisibleTo(tx, actor, id);
+      await this.tokens.update(tx, id, { name });
+      return this.toApiToken({ ...t, name });
+    });
+  }
+
+  /** A new secret, shown once; the old one stops working at the commit. */
+  async regenerate(actor: Actor, id: string): Promise<IssuedToken> {
+    this.assertManagedBySession(actor);
+    const issued = newApiToken();
+    return this.db.transaction(async (tx) => {
+      const t = await this.findLive(tx, actor, id);
+      await this.tokens.update(tx, id, { tokenHash: issued.hash, prefix: issued.prefix });
+      await this.audit.record(tx, actor, 'api_token.regenerate', 'success', {}, { detail: { tokenId: id, userId: t.userId, name: t.name } });
+      return { id, name: t.name, prefix: issued.prefix, userId: t.userId, scopes: parseScopes(t.scopes), expiresAt: t.expiresAt.toISOString(), token: issued.token };
+    });
+  }
+
+  /** Same secret, new expiry counted from now. */
+  async renew(actor: Actor, id: string, expiresInDays = DEFAULT_TOKEN_DAYS): Promise<ApiToken> {
+    this.assertManagedBySession(actor);
+    const expiresAt = new Date(Date.now() + expiresInDays * DAY_MS);
+    return this.db.transaction(async (tx) => {
+      const t = await this.findLive(tx, actor, id);
+      await this.tokens.update(tx, id, { expiresAt });
+      await this.audit.record(tx, actor, 'api_token.renew', 'success', {}, { detail: { tokenId: id, userId: t.userId, name: t.name, expiresAt: expiresAt.toISOString() } });
+      return this.toApiToken({ ...t, expiresAt });
+    });
+  }
+
+  /** Revoked for good: the row stays with revokedAt set, and no route brings it back. */
+  async revoke(actor: Actor, id: string): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const t = await this.findVisibleTo(tx, actor, id);
+      if (t.revokedAt) return;
+      await this.tokens.update(tx, id, { revokedAt: new Date() });
+      await this.audit.record(tx, actor, 'api_token.revoke', 'success', {}, { detail: { tokenId: id, userId: t.userId, name: t.name } });
+    });
+  }
+
+  private toApiToken(t: ApiTokenEntity): ApiToken {
+    const p = this.usage.pendingFor(t.id);
+    const lastUsedAt = p && (!t.lastUsedAt || p.lastUsedAt > t.lastUsedAt) ? p.lastUsedAt : t.lastUsedAt;
+    return {
+      id: t.id,
+      name: t.name,
+      prefix: t.prefix,
+      userId: t.userId,
+      scopes: parseScopes(t.scopes),
+      createdAt: t.createdAt.toISOString(),
+      expiresAt: t.expiresAt.toISOString(),
+      lastUsedAt: lastUsedAt ? lastUsedAt.toISOString() : null,
+      lastUsedIp: p && lastUsedAt === p.lastUsedAt ? p.lastUsedIp : t.lastUsedIp,
+      usageCount: t.usageCount + (p?.count ?? 0),
+      revokedAt: t.revokedAt ? t.revokedAt.toISOString() : null,
+    };
+  }
+
+  /** A stolen token must not be able to mint, renew or regenerate tokens: those need a signed-in person. */
+  private assertManagedBySession(actor: Actor): void {
+    if (actor.via === 'api_token') throw new ForbiddenError('API tokens cannot manage API tokens; sign in to do this');
+  }
+
+  private async findVisibleTo(m: Parameters<ApiTokensRepository['findById']>[0], actor: Actor, id: string): Promise<ApiTokenEntity> {
+    const t = await this.tokens.findById(m, id);
+    if (!t || (actor.role !== 'admin' && t.userId !== actor.userId)) throw new NotFoundError('No such API token');
+    return t;
+  }
+
+  private async findLive(m: Parameters<ApiTokensRepository['findById']>[0], actor: Actor, id: string): Promise<ApiTokenEntity> {
+    const t = await this.findVisibleTo(m, actor, id);
+    if (t.revokedAt) throw new ConflictError('This API token is revoked for good; create a new one');
+    return t;
+  }
+}

@@ -1,0 +1,39 @@
+import { Column, Entity, PrimaryColumn } from 'typeorm';
+import { bigintNumber, epochMs } from '../../db/columns';
+
+export const AUDIT_ACTIONS = [
+  'auth.login', 'auth.logout', 'auth.password_change',
+  'user.create', 'user.update',
+  'project.create', 'project.update', 'project.delete',
+  'provider_key.create', 'provider_key.update', 'provider_key.rotate', 'provider_key.delete', 'provider_key.reveal',
+  'api_token.create', 'api_token.regenerate', 'api_token.renew', 'api_token.revoke',
+  'keyring.rotate', 'audit.export',
+] as const;
+export type AuditAction = (typeof AUDIT_ACTIONS)[number];
+export const AUDIT_OUTCOMES = ['success', 'denied', 'rate_limited', 'error'] as const;
+export type AuditOutcome = (typeof AUDIT_OUTCOMES)[number];
+
+@Entity({ name: 'audit_events' })
+export class AuditEventEntity {
+  @PrimaryColumn({ type: 'varchar', length: 36 }) id: string;
+  /** Position in the tamper-evident chain; null until the row is sealed. */
+  @Column({ type: 'bigint', nullable: true, transformer: bigintNumber }) seq: number | null;
+  @Column({ name: 'chain_hash', type: 'varchar', length: 64, nullable: true }) chainHash: string | null;
+  @Column({ type: 'bigint', transformer: epochMs }) at: Date;
+  @Column({ type: 'varchar', length: 48 }) action: AuditAction;
+  @Column({ type: 'varchar', length: 16 }) outcome: AuditOutcome;
+  @Column({ name: 'actor_id', type: 'varchar', length: 36, nullable: true }) actorId: string | null;
+  @Column({ name: 'actor_username', type: 'varchar', length: 64, nullable: true }) actorUsername: string | null;
+  @Column({ name: 'actor_role', type: 'varchar', length: 16, nullable: true }) actorRole: string | null;
+  @Column({ type: 'varchar', length: 16, nullable: true }) via: string | null;
+  @Column({ name: 'api_token_id', type: 'varchar', length: 36, nullable: true }) apiTokenId: string | null;
+  @Column({ name: 'key_id', type: 'varchar', length: 36, nullable: true }) keyId: string | null;
+  @Column({ name: 'project_id', type: 'varchar', length: 36, nullable: true }) projectId: string | null;
+  @Column({ name: 'owner_id', type: 'varchar', length: 36, nullable: true }) ownerId: string | null;
+  @Column({ type: 'varchar', length: 64, nullable: true }) ip: string | null;
+  @Column({ name: 'user_agent', type: 'varchar', length: 512, nullable: true }) userAgent: string | null;
+  @Column({ name: 'request_id', type: 'varchar', length: 64, nullable: true }) requestId: string | null;
+  @Column({ type: 'varchar', length: 1024, nullable: true }) reason: string | null;
+  /** JSON object; never holds a secret. */
+  @Column({ type: 'text', nullable: true }) detail: string | null;
+}

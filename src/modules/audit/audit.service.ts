@@ -1,0 +1,139 @@
+import type { EntityManager } from 'typeorm';
+import type { Database } from '../../db/database';
+import { afterCommit } from '../../db/hooks';
+import { ForbiddenError, UnavailableError } from '../../errors';
+import { newId } from '../../ids';
+import type { Logger } from '../../logger';
+import { Page, PageResult, toPageResult } from '../../http/pagination';
+import { Actor, can } from '../auth/actor';
+import { AuditAction, AuditEventEntity, AuditOutcome } from './audit-event.entity';
+import { AuditFilter, AuditRepository } from './audit.repository';
+
+/** Someone who could not be identified (a failed sign-in): only what they claimed and where from. */
+export interface Anonymous {
+  anonymous: true;
+  claimedUsername?: string;
+  userId?: string;
+  role?: string;
+  ip: string | null;
+  userAgent: string | null;
+  requestId: string | null;
+}
+
+export interface AuditTarget {
+  keyId?: string | null;
+  projectId?: string | null;
+  ownerId?: string | null;
+}
+
+export interface AuditEvent {
+  id: string;
+  seq: number | null;
+  at: string;
+  action: string;
+  outcome: string;
+  actorId: string | null;
+  actorUsername: string | null;
+  actorRole: string | null;
+  via: string | null;
+  apiTokenId: string | null;
+  keyId: string | null;
+  projectId: string | null;
+  ownerId: string | null;
+  ip: string | null;
+  userAgent: string | null;
+  requestId: string | null;
+  reason: string | null;
+  detail: Record<string, unknown> | null;
+}
+
+const clip = (s: string | null | undefined, n: number) => (s == null ? null : s.length > n ? s.slice(0, n) : s);
+
+export function toAuditEvent(e: AuditEventEntity): AuditEvent {
+  return {
+    id: e.id,
+    seq: e.seq,
+    at: e.at.toISOString(),
+    action: e.action,
+    outcome: e.outcome,
+    actorId: e.actorId,
+    actorUsername: e.actorUsername,
+    actorRole: e.actorRole,
+    via: e.via,
+    apiTokenId: e.apiTokenId,
+    keyId: e.keyId,
+    projectId: e.projectId,
+    ownerId: e.ownerId,
+    ip: e.ip,
+    userAgent: e.userAgent,
+    requestId: e.requestId,
+    reason: e.reason,
+    detail: e.detail ? (JSON.parse(e.detail) as Record<string, unknown>) : null,
+  };
+}
+
+export class AuditService {
+  constructor(
+    private readonly db: Database,
+    private readonly repo: AuditRepository,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Writes one audit row inside the caller's transaction, so it commits with (and before any result of) the work.
+   * `detail` must never hold a secret; it is shipped to the log once the transaction commits.
+   */
+  async record(
+    tx: EntityManager,
+    who: Actor | Anonymous,
+    action: AuditAction,
+    outcome: AuditOutcome,
+    target: AuditTarget = {},
+    extra: { reason?: string | null; detail?: Record<string, unknown> } = {},
+  ): Promise<AuditEventEntity> {
+    const anon = 'anonymous' in who;
+    const row = Object.assign(new AuditEventEntity(), {
+      id: newId(),
+      seq: null,
+      chainHash: null,
+      at: new Date(),
+      action,
+      outcome,
+      actorId: anon ? who.userId ?? null : who.userId || null,
+      actorUsername: clip(anon ? who.claimedUsername : who.username, 64),
+      actorRole: anon ? who.role ?? null : who.role,
+      via: anon ? null : who.via,
+      apiTokenId: anon ? null : who.apiTokenId ?? null,
+      keyId: target.keyId ?? null,
+      projectId: target.projectId ?? null,
+      ownerId: target.ownerId ?? null,
+      ip: clip(who.ip, 64),
+      userAgent: clip(who.userAgent, 512),
+      requestId: clip(who.requestId, 64),
+      reason: clip(extra.reason, 1024),
+      detail: extra.detail ? JSON.stringify(extra.detail) : null,
+    });
+    try {
+      await this.repo.insert(tx, row);
+    } catch (err) {
+      // No audit row, no action: the whole transaction fails and the caller gets 503, never the result.
+      throw new UnavailableError('The audit trail cannot be written right now', err);
+    }
+    afterCommit(tx, () => {
+      const { seq: _s, ...event } = toAuditEvent(row);
+      this.logger.info('audit', { event: 'audit', audit: event });
+    });
+    return row;
+  }
+
+  async list(actor: Actor, filter: AuditFilter, page: Page): Promise<PageResult<AuditEvent>> {
+    if (!can(actor, 'audit:read')) throw new ForbiddenError('Reading the audit trail needs the audit:read right');
+    const rows = await this.db.read((m) => this.repo.list(m, filter, page));
+    return toPageResult(rows, page, toAuditEvent);
+  }
+
+  async listForKey(keyId: string, page: Page): Promise<PageResult<AuditEvent>> {
+    const rows = await this.db.read((m) => this.repo.list(m, { keyId }, page));
+    return toPageResult(rows, page, toAuditEvent);
+  }
+}

@@ -1,0 +1,124 @@
+import type { Database } from '../../db/database';
+import { isUniqueViolation } from '../../db/database';
+import { ForbiddenError, RateLimitedError, UnauthorizedError } from '../../errors';
+import { hashPassword, verifyPassword } from '../../crypto/passwords';
+import { RateLimits, blockedFor, penalize } from '../../rate-limits';
+import type { AuditService } from '../audit/audit.service';
+import type { UsersRepository } from '../users/users.repository';
+import { toUser, User } from '../users/users.service';
+import { Actor, effectiveRights } from './actor';
+import { RevokedSessionEntity } from './revoked-session.entity';
+import type { SessionTokens } from './sessions';
+
+export interface ClientInfo {
+  ip: string | null;
+  userAgent: string | null;
+  requestId: string | null;
+}
+
+export interface LoginResult {
+  accessToken: string;
+  tokenType: 'Bearer';
+  expiresIn: number;
+  expiresAt: Date;
+  user: User;
+}
+
+const BAD_CREDENTIALS = 'Invalid username or password';
+
+export class AuthService {
+  private dummyHash: Promise<string> | undefined;
+
+  constructor(
+    private readonly db: Database,
+    private readonly users: UsersRepository,
+    private readonly sessions: SessionTokens,
+    private readonly audit: AuditService,
+    private readonly limits: RateLimits,
+    private readonly scryptCost: number,
+  ) {}
+
+  /** Unknown user, wrong password and disabled user answer alike and take the same time (one scrypt each). */
+  async login(username: string, password: string, client: ClientInfo): Promise<LoginResult> {
+    const userIpKey = `${username.toLowerCase()}|${client.ip ?? ''}`;
+    const ipKey = client.ip ?? '';
+    const wait = (await blockedFor(this.limits.loginByUserIp, userIpKey)) ?? (await blockedFor(this.limits.loginByIp, ipKey));
+    const user = await this.db.read((m) => this.users.findByUsername(m, username));
+    const anon = { anonymous: true as const, claimedUsername: username, userId: user?.id, role: user?.role, ...client };
+    if (wait !== undefined) {
+      await this.db.transaction((tx) => this.audit.record(tx, anon, 'auth.login', 'rate_limited', {}, { detail: { retryAfterSeconds: wait } }));
+      throw new RateLimitedError(wait, 'Too many failed sign-ins; try again later');
+    }
+    const ok = await verifyPassword(password, user?.passwordHash ?? (await this.dummy()));
+    if (!user || !ok || user.status !== 'active') {
+      await Promise.all([penalize(this.limits.loginByUserIp, userIpKey), penalize(this.limits.loginByIp, ipKey)]);
+      const why = !user ? 'unknown_user' : !ok ? 'wrong_password' : 'user_disabled';
+      await this.db.transaction((tx) => this.audit.record(tx, anon, 'auth.login', 'denied', {}, { detail: { why } }));
+      throw new UnauthorizedError(BAD_CREDENTIALS);
+    }
+    await this.limits.loginByUserIp.delete(userIpKey);
+    const issued = this.sessions.issue(user.id, user.sessionEpoch);
+    const actor = this.actorFor(user, { jti: issued.jti, expiresAt: issued.expiresAt }, client);
+    await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.login', 'success'));
+    return { accessToken: issued.token, tokenType: 'Bearer', expiresIn: this.sessions.ttlSeconds, expiresAt: issued.expiresAt, user: toUser(user) };
+  }
+
+  /** Verifies a session JWT against the user's current row: disabled users, logged-out and pre-password-change sessions die here. */
+  async authenticateSession(token: string, client: ClientInfo): Promise<Actor> {
+    const claims = this.sessions.verify(token);
+    if (!claims) throw new UnauthorizedError();
+    const found = await this.db.read((m) => this.users.findForSession(m, claims.sub, claims.jti));
+    if (!found || found.revoked || found.user.status !== 'active' || found.user.sessionEpoch !== claims.ep) throw new UnauthorizedError();
+    return this.actorFor(found.user, { jti: claims.jti, expiresAt: new Date(claims.exp * 1000) }, client);
+  }
+
+  async logout(actor: Actor): Promise<void> {
+    if (!actor.session) throw new ForbiddenError('Only a session can log out; revoke API tokens with DELETE /api-tokens/:id');
+    const { jti, expiresAt } = actor.session;
+    await this.db.transaction(async (tx) => {
+      try {
+        await tx.insert(RevokedSessionEntity, { jti, userId: actor.userId, expiresAt });
+      } catch (err) {
+        if (!isUniqueViolation(err)) throw err;
+      }
+      await this.audit.record(tx, actor, 'auth.logout', 'success');
+    });
+  }
+
+  async changePassword(actor: Actor, currentPassword: string, newPassword: string): Promise<void> {
+    if (actor.via !== 'session') throw new ForbiddenError('Change your password from a signed-in session');
+    const key = `${actor.username.toLowerCase()}|${actor.ip ?? ''}`;
+    const wait = await blockedFor(this.limits.loginByUserIp, key);
+    if (wait !== undefined) {
+      await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.password_change', 'rate_limited'));
+      throw new RateLimitedError(wait);
+    }
+    const user = await this.db.read((m) => this.users.findById(m, actor.userId));
+    if (!user || !(await verifyPassword(currentPassword, user.passwordHash))) {
+      await penalize(this.limits.loginByUserIp, key);
+      await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.password_change', 'denied', {}, { detail: { why: 'wrong_current_password' } }));
+      throw new ForbiddenError('The current password is not correct');
+    }
+    const hash = await hashPassword(newPassword, this.scryptCost);
+    await this.db.transaction(async (tx) => {
+      await this.users.bumpSessionEpoch(tx, user.id, hash, new Date());
+      await this.audit.record(tx, actor, 'auth.password_change', 'success');
+    });
+  }
+
+  /** Drops logout records of sessions that have expired anyway. */
+  async pruneRevokedSessions(now = new Date()): Promise<void> {
+    await this.db.transaction((tx) =>
+      tx.createQueryBuilder().delete().from(RevokedSessionEntity).where('expires_at < :now', { now: now.getTime() }).execute(),
+    );
+  }
+
+  private actorFor(user: { id: string; username: string; role: Actor['role'] }, session: Actor['session'], client: ClientInfo): Actor {
+    return { userId: user.id, username: user.username, role: user.role, via: 'session', rights: effectiveRights(user.role), session, ...client };
+  }
+
+  private dummy(): Promise<string> {
+    this.dummyHash ??= hashPassword('timing-equaliser-not-a-password', this.scryptCost);
+    return this.dummyHash;
+  }
+}

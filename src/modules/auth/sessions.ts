@@ -1,0 +1,47 @@
+import crypto from 'node:crypto';
+import jwt from 'jsonwebtoken';
+
+export const ISSUER = 'provider-key-vault';
+export const AUDIENCE = 'pkv-api';
+
+export interface SessionClaims {
+  sub: string;
+  jti: string;
+  /** The user's session epoch when issued; a password change moves it. */
+  ep: number;
+  exp: number;
+  iat: number;
+}
+
+/** Session JWTs: HS256 pinned both ways, issuer and audience checked, short TTL, random jti for logout. */
+export class SessionTokens {
+  constructor(
+    private readonly secret: Buffer,
+    readonly ttlSeconds: number,
+  ) {}
+
+  issue(userId: string, epoch: number): { token: string; jti: string; expiresAt: Date } {
+    const jti = crypto.randomBytes(18).toString('base64url');
+    const token = jwt.sign({ ep: epoch }, this.secret, {
+      algorithm: 'HS256',
+      subject: userId,
+      jwtid: jti,
+      issuer: ISSUER,
+      audience: AUDIENCE,
+      expiresIn: this.ttlSeconds,
+    });
+    const { exp } = jwt.decode(token) as { exp: number };
+    return { token, jti, expiresAt: new Date(exp * 1000) };
+  }
+
+  /** Returns the claims, or undefined for anything not issued by us and current. Errors are not distinguished on purpose. */
+  verify(token: string): SessionClaims | undefined {
+    try {
+      const claims = jwt.verify(token, this.secret, { algorithms: ['HS256'], issuer: ISSUER, audience: AUDIENCE, clockTolerance: 2 }) as jwt.JwtPayload;
+      if (typeof claims.sub !== 'string' || typeof claims.jti !== 'string' || typeof claims.ep !== 'number' || typeof claims.exp !== 'number') return undefined;
+      return claims as SessionClaims;
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,358 @@
+import crypto from 'node:crypto';
+import type { EntityManager } from 'typeorm';
+import type { Database } from '../../db/database';
+import { isUniqueViolation } from '../../db/database';
+import {
+  AppError,
+  ConflictError,
+  ForbiddenError,
+  IntegrityError,
+  KeyDisabledError,
+  KeyExpiredError,
+  NotFoundError,
+  PayloadTooLargeError,
+  RateLimitedError,
+  ValidationError,
+} from '../../errors';
+import { newId } from '../../ids';
+import type { Envelope, SecretBinding } from '../../crypto/envelope';
+import { Page, PageResult, toPageResult } from '../../http/pagination';
+import { consume } from '../../rate-limits';
+import type { RateLimiterAbstract } from 'rate-limiter-flexible';
+import { Actor, can } from '../auth/actor';
+import type { AuditEvent, AuditService } from '../audit/audit.service';
+import type { ProjectsRepository } from '../projects/projects.repository';
+import type { UsersRepository } from '../users/users.repository';
+import { ProviderKeyEntity } from './provider-key.entity';
+import { KeyFilter, ProviderKeysRepository } from './provider-keys.repository';
+import { hintFor, MAX_SECRET_BYTES, Provider } from './providers';
+
+export interface ProviderKey {
+  id: string;
+  name: string;
+  provider: string;
+  hint: string;
+  status: string;
+  ownerId: string;
+  projectId: string;
+  remark: string | null;
+  createdBy: string;
+  createdAt: string;
+  updatedAt: string;
+  expiresAt: string | null;
+  lastRevealedAt: string | null;
+  revealCount: number;
+}
+
+export interface Revealed {
+  id: string;
+  secret: string;
+  hint: string;
+  revealedAt: string;
+}
+
+export interface CreateKeyInput {
+  ownerId: string;
+  projectId: string;
+  name: string;
+  provider: Provider;
+  secret: string;
+  remark?: string;
+  expiresAt?: Date | null;
+}
+
+export interface UpdateKeyInput {
+  name?: string;
+  remark?: string | null;
+  status?: 'active' | 'disabled';
+  ownerId?: string;
+  projectId?: string;
+  expiresAt?: Date | null;
+}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+export function toProviderKey(k: ProviderKeyEntity): ProviderKey {
+  return {
+    id: k.id,
+    name: k.name,
+    provider: k.provider,
+    hint: k.hint,
+    status: k.status,
+    ownerId: k.ownerId,
+    projectId: k.projectId,
+    remark: k.remark,
+    createdBy: k.createdBy,
+    createdAt: k.createdAt.toISOString(),
+    updatedAt: k.updatedAt.toISOString(),
+    expiresAt: iso(k.expiresAt),
+    lastRevealedAt: iso(k.lastRevealedAt),
+    revealCount: k.revealCount,
+  };
+}
+
+const binding = (k: Pick<ProviderKeyEntity, 'id' | 'ownerId' | 'projectId'>): SecretBinding => ({ keyId: k.id, ownerId: k.ownerId, projectId: k.projectId });
+const target = (k: Pick<ProviderKeyEntity, 'id' | 'ownerId' | 'projectId'>) => ({ keyId: k.id, ownerId: k.ownerId, projectId: k.projectId });
+
+/** Paste hygiene: pastes carry newlines; empty, NUL-bearing and oversized secrets are refused. */
+export function cleanSecret(raw: string): string {
+  const secret = raw.trim();
+  if (secret.length === 0) throw new ValidationError('secret must not be empty', { details: [{ field: 'body.secret', message: 'must not be empty' }] });
+  if (secret.includes('\u0000')) throw new ValidationError('secret must not contain NUL characters', { details: [{ field: 'body.secret', message: 'must not contain NUL' }] });
+  if (Buffer.byteLength(secret, 'utf8') > MAX_SECRET_BYTES) throw new PayloadTooLargeError(`secret must be at most ${MAX_SECRET_BYTES} bytes`);
+  return secret;
+}
+
+export type RevealDecision =
+  | { allowed: true; why: 'owner' | 'admin_with_reason' }
+  | { allowed: false; why: string; error: AppError; outcome: 'denied' };
+
+/** Who may reveal what, as a pure function of the actor, the key and the moment. */
+export function decideReveal(actor: Actor, key: ProviderKeyEntity, reason: string | undefined, now: Date): RevealDecision {
+  const isOwner = key.ownerId === actor.userId;
+  if (actor.role === 'auditor') return { allowed: false, why: 'auditor', outcome: 'denied', error: new ForbiddenError('Auditors never see secrets') };
+  if (actor.role === 'member' && !isOwner) return { allowed: false, why: 'not_owner', outcome: 'denied', error: new NotFoundError('No such key') };
+  if (!can(actor, 'provider-keys:reveal')) return { allowed: false, why: 'missing_scope', outcome: 'denied', error: new ForbiddenError('This credential lacks the provider-keys:reveal scope') };
+  if (!isOwner && !reason) {
+    return { allowed: false, why: 'reason_required', outcome: 'denied', error: new ValidationError('A reason is required to reveal a key you do not own', { details: [{ field: 'body.reason', message: 'required when revealing another user’s key' }] }) };
+  }
+  if (key.status === 'disabled') return { allowed: false, why: 'key_disabled', outcome: 'denied', error: new KeyDisabledError() };
+  if (key.expiresAt && key.expiresAt.getTime() <= now.getTime()) return { allowed: false, why: 'key_expired', outcome: 'denied', error: new KeyExpiredError() };
+  return { allowed: true, why: isOwner ? 'owner' : 'admin_with_reason' };
+}
+
+export class ProviderKeysService {
+  constructor(
+    private readonly db: Database,
+    private readonly keys: ProviderKeysRepository,
+    private readonly users: UsersRepository,
+    private readonly projects: ProjectsRepository,
+    private readonly audit: AuditService,
+    private readonly envelope: Envelope,
+    private readonly fingerprintKey: Buffer,
+    private readonly revealLimiter: RateLimiterAbstract,
+  ) {}
+
+  async create(actor: Actor, input: CreateKeyInput): Promise<ProviderKey> {
+    if (!can(actor, 'provider-keys:write')) throw new ForbiddenError('Adding keys needs the provider-keys:write right');
+    const secret = cleanSecret(input.secret);
+    if (input.expiresAt && input.expiresAt.getTime() <= Date.now()) throw invalid('expiresAt', 'must be in the future');
+    const now = new Date();
+    const id = newId();
+    const fingerprint = this.fingerprint(secret);
+    const key = Object.assign(new ProviderKeyEntity(), {
+      id,
+      name: input.name,
+      provider: input.provider,
+      hint: hintFor(input.provider, secret),
+      status: 'active' as const,
+      ownerId: input.ownerId,
+      projectId: input.projectId,
+      remark: input.remark || null,
+      createdBy: actor.userId,
+      createdAt: now,
+      updatedAt: now,
+      expiresAt: input.expiresAt ?? null,
+      lastRevealedAt: null,
+      revealCount: 0,
+      fingerprint,
+      ...this.envelope.seal({ keyId: id, ownerId: input.ownerId, projectId: input.projectId }, Buffer.from(secret, 'utf8')),
+    });
+    await this.withDuplicateCheck(fingerprint, () =>
+      this.db.transaction(async (tx) => {
+        await this.assertBindable(tx, input.ownerId, input.projectId);
+        await this.assertNotStored(tx, fingerprint);
+        await this.keys.insert(tx, key);
+        await this.audit.record(tx, actor, 'provider_key.create', 'success', target(key), { detail: { name: key.name, provider: key.provider } });
+      }),
+    );
+    return toProviderKey(key);
+  }
+
+  async list(actor: Actor, filter: KeyFilter, page: Page): Promise<PageResult<ProviderKey>> {
+    if (!can(actor, 'provider-keys:read')) throw new ForbiddenError('Listing keys needs the provider-keys:read right');
+    if (actor.role === 'member') {
+      if (filter.ownerId && filter.ownerId !== actor.userId) return { items: [], nextCursor: null };
+      filter = { ...filter, ownerId: actor.userId };
+    }
+    const rows = await this.db.read((m) => this.keys.list(m, filter, page));
+    return toPageResult(rows, page, toProviderKey);
+  }
+
+  async get(actor: Actor, id: string): Promise<ProviderKey> {
+    const key = await this.db.read((m) => this.findVisibleTo(m, actor, id));
+    if (!can(actor, 'provider-keys:read')) throw new ForbiddenError('Reading keys needs the provider-keys:read right');
+    return toProviderKey(key);
+  }
+
+  async update(actor: Actor, id: string, input: UpdateKeyInput): Promise<ProviderKey> {
+    if (input.expiresAt && input.expiresAt.getTime() <= Date.now()) throw invalid('expiresAt', 'must be in the future');
+    return this.db.transaction(async (tx) => {
+      const key = await this.findWritable(tx, actor, id);
+      const patch: Partial<ProviderKeyEntity> = {};
+      if (input.name !== undefined && input.name !== key.name) patch.name = input.name;
+      if (input.remark !== undefined && (input.remark || null) !== key.remark) patch.remark = input.remark || null;
+      if (input.status !== undefined && input.status !== key.status) patch.status = input.status;
+      if (input.expiresAt !== undefined && iso(input.expiresAt) !== iso(key.expiresAt)) patch.expiresAt = input.expiresAt;
+      if (input.ownerId !== undefined && input.ownerId !== key.ownerId) patch.ownerId = input.ownerId;
+      if (input.projectId !== undefined && input.projectId !== key.projectId) patch.projectId = input.projectId;
+      const changed = Object.keys(patch);
+      if (patch.ownerId || patch.projectId) {
+        const moved = { id: key.id, ownerId: patch.ownerId ?? key.ownerId, projectId: patch.projectId ?? key.projectId };
+        await this.assertBindable(tx, moved.ownerId, moved.projectId);
+        // The secret's AAD names its owner and project: moving it re-seals it under a fresh data key.
+        const plaintext = this.envelope.open(binding(key), key);
+        try {
+          Object.assign(patch, this.envelope.seal(binding(moved), plaintext));
+        } finally {
+          plaintext.fill(0);
+        }
+      }
+      if (changed.length > 0) {
+        patch.updatedAt = new Date();
+        await this.keys.update(tx, id, patch);
+      }
+      const after = { ...key, ...patch };
+      await this.audit.record(tx, actor, 'provider_key.update', 'success', target(after), {
+        detail: { changed, ...(patch.ownerId ? { fromOwnerId: key.ownerId } : {}), ...(patch.projectId ? { fromProjectId: key.projectId } : {}), ...(patch.status ? { status: patch.status } : {}) },
+      });
+      return toProviderKey(after);
+    });
+  }
+
+  async replaceSecret(actor: Actor, id: string, rawSecret: string): Promise<ProviderKey> {
+    const secret = cleanSecret(rawSecret);
+    const fingerprint = this.fingerprint(secret);
+    return this.withDuplicateCheck(fingerprint, () =>
+      this.db.transaction(async (tx) => {
+        const key = await this.findWritable(tx, actor, id);
+        if (key.fingerprint !== fingerprint) await this.assertNotStored(tx, fingerprint);
+        const patch: Partial<ProviderKeyEntity> = {
+          hint: hintFor(key.provider as Provider, secret),
+          fingerprint,
+          updatedAt: new Date(),
+          ...this.envelope.seal(binding(key), Buffer.from(secret, 'utf8')),
+        };
+        await this.keys.update(tx, id, patch);
+        await this.audit.record(tx, actor, 'provider_key.rotate', 'success', target(key), { detail: { name: key.name } });
+        return toProviderKey({ ...key, ...patch });
+      }),
+    );
+  }
+
+  /** Destroys the ciphertext and wrapped data key; the row stays as a `deleted` tombstone so audit rows resolve. */
+  async delete(actor: Actor, id: string): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const key = await this.findWritable(tx, actor, id);
+      await this.keys.update(tx, id, {
+        status: 'deleted',
+        updatedAt: new Date(),
+        fingerprint: null,
+        kekVersion: null,
+        wrappedDek: null,
+        dekIv: null,
+        dekTag: null,
+        secretCiphertext: null,
+        secretIv: null,
+        secretTag: null,
+      });
+      await this.audit.record(tx, actor, 'provider_key.delete', 'success', target(key), { detail: { name: key.name } });
+    });
+  }
+
+  /**
+   * The heart: one transaction reads the key and commits the audit row (allowed or refused); plaintext is
+   * produced only after that commit. If the audit row cannot be written there is no plaintext.
+   */
+  async reveal(actor: Actor, id: string, reason: string | undefined): Promise<Revealed> {
+    try {
+      await consume(this.revealLimiter, actor.userId);
+    } catch (err) {
+      if (!(err instanceof RateLimitedError)) throw err;
+      await this.db.transaction((tx) => this.audit.record(tx, actor, 'provider_key.reveal', 'rate_limited', { keyId: id }, { reason }));
+      throw err;
+    }
+    const now = new Date();
+    const outcome = await this.db.transaction(async (tx) => {
+      const key = await this.keys.findById(tx, id, true);
+      if (!key || key.status === 'deleted') {
+        await this.audit.record(tx, actor, 'provider_key.reveal', 'denied', key ? target(key) : { keyId: id }, { reason, detail: { why: key ? 'key_deleted' : 'not_found' } });
+        return { key: null, decision: { allowed: false, why: 'not_found', outcome: 'denied', error: new NotFoundError('No such key') } as RevealDecision };
+      }
+      const decision = decideReveal(actor, key, reason, now);
+      await this.audit.record(tx, actor, 'provider_key.reveal', decision.allowed ? 'success' : decision.outcome, target(key), { reason, detail: { why: decision.why } });
+      if (decision.allowed) await this.keys.recordReveal(tx, key.id, now);
+      return { key, decision };
+    });
+    if (!outcome.decision.allowed) throw outcome.decision.error;
+    const key = outcome.key!;
+    let plaintext: Buffer;
+    try {
+      plaintext = this.envelope.open(binding(key), key);
+    } catch (err) {
+      await this.db.transaction((tx) => this.audit.record(tx, actor, 'provider_key.reveal', 'error', target(key), { reason, detail: { why: 'integrity_check_failed' } }));
+      throw err instanceof IntegrityError ? err : new IntegrityError(undefined, err);
+    }
+    const secret = plaintext.toString('utf8');
+    plaintext.fill(0);
+    return { id: key.id, secret, hint: key.hint, revealedAt: now.toISOString() };
+  }
+
+  /** The key's audit trail, for its owner, admins and auditors. */
+  async auditTrail(actor: Actor, id: string, page: Page): Promise<PageResult<AuditEvent>> {
+    await this.db.read((m) => this.findVisibleTo(m, actor, id));
+    if (!can(actor, 'provider-keys:read')) throw new ForbiddenError('Reading a key’s trail needs the provider-keys:read right');
+    return this.audit.listForKey(id, page);
+  }
+
+  private fingerprint(secret: string): string {
+    return crypto.createHmac('sha256', this.fingerprintKey).update(secret, 'utf8').digest('hex');
+  }
+
+  /** 404 for keys the actor may not see: members see only their own. */
+  private async findVisibleTo(m: EntityManager, actor: Actor, id: string, forUpdate = false): Promise<ProviderKeyEntity> {
+    const key = await this.keys.findById(m, id, forUpdate);
+    if (!key || (actor.role === 'member' && key.ownerId !== actor.userId)) throw new NotFoundError('No such key');
+    return key;
+  }
+
+  private async findWritable(tx: EntityManager, actor: Actor, id: string): Promise<ProviderKeyEntity> {
+    const key = await this.findVisibleTo(tx, actor, id, true);
+    if (!can(actor, 'provider-keys:write')) throw new ForbiddenError('Changing keys needs the provider-keys:write right');
+    if (key.status === 'deleted') throw new ConflictError('This key is deleted');
+    return key;
+  }
+
+  private async assertBindable(tx: EntityManager, ownerId: string, projectId: string): Promise<void> {
+    const owner = await this.users.findById(tx, ownerId);
+    if (!owner) throw invalid('ownerId', 'no such user');
+    if (owner.status !== 'active') throw invalid('ownerId', 'the owner is disabled');
+    if (owner.role === 'auditor') throw invalid('ownerId', 'auditors cannot own keys (they never see secrets)');
+    if (!(await this.projects.findById(tx, projectId))) throw invalid('projectId', 'no such project');
+  }
+
+  private async assertNotStored(tx: EntityManager, fingerprint: string): Promise<void> {
+    const existing = await this.keys.findByFingerprint(tx, fingerprint);
+    if (existing) throw duplicate(existing.id);
+  }
+
+  /** A concurrent paste of the same secret loses at the unique index; it still gets the 409 naming the winner. */
+  private async withDuplicateCheck<T>(fingerprint: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isUniqueViolation(err)) throw err;
+      const existing = await this.db.read((m) => this.keys.findByFingerprint(m, fingerprint));
+      if (existing) throw duplicate(existing.id);
+      throw err;
+    }
+  }
+}
+
+function invalid(field: string, message: string): ValidationError {
+  return new ValidationError(`${field}: ${message}`, { details: [{ field: `body.${field}`, message }] });
+}
+
+function duplicate(existingId: string): ConflictError {
+  return new ConflictError(`This secret is already stored as key ${existingId}`, { details: [{ existingKeyId: existingId }] });
+}

@@ -1,0 +1,140 @@
+import type { Database } from '../../db/database';
+import { isUniqueViolation } from '../../db/database';
+import { ConflictError, ForbiddenError, NotFoundError } from '../../errors';
+import { newId } from '../../ids';
+import { hashPassword } from '../../crypto/passwords';
+import { Page, PageResult, toPageResult } from '../../http/pagination';
+import { Actor, can } from '../auth/actor';
+import type { AuditService } from '../audit/audit.service';
+import { Role, UserEntity, UserStatus } from './user.entity';
+import type { UsersRepository } from './users.repository';
+
+export interface User {
+  id: string;
+  username: string;
+  displayName: string | null;
+  role: Role;
+  status: UserStatus;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export function toUser(e: UserEntity): User {
+  return {
+    id: e.id,
+    username: e.username,
+    displayName: e.displayName,
+    role: e.role,
+    status: e.status,
+    createdAt: e.createdAt.toISOString(),
+    updatedAt: e.updatedAt.toISOString(),
+  };
+}
+
+export interface CreateUserInput {
+  username: string;
+  password: string;
+  role: Role;
+  displayName?: string;
+}
+
+export interface UpdateUserInput {
+  displayName?: string | null;
+  role?: Role;
+  status?: UserStatus;
+  password?: string;
+}
+
+export class UsersService {
+  constructor(
+    private readonly db: Database,
+    private readonly users: UsersRepository,
+    private readonly audit: AuditService,
+    private readonly scryptCost: number,
+  ) {}
+
+  async create(actor: Actor, input: CreateUserInput): Promise<User> {
+    if (!can(actor, 'users:write')) throw new ForbiddenError('Creating users needs the users:write right');
+    // Hash before the transaction: scrypt is slow by design and must not hold a database lock.
+    const passwordHash = await hashPassword(input.password, this.scryptCost);
+    const now = new Date();
+    const user = Object.assign(new UserEntity(), {
+      id: newId(),
+      username: input.username,
+      displayName: input.displayName || null,
+      role: input.role,
+      status: 'active' as const,
+      passwordHash,
+      sessionEpoch: 0,
+      createdAt: now,
+      updatedAt: now,
+    });
+    try {
+      await this.db.transaction(async (tx) => {
+        if (await this.users.findByUsername(tx, input.username)) throw new ConflictError(`Username "${input.username}" is taken`);
+        await this.users.insert(tx, user);
+        await this.audit.record(tx, actor, 'user.create', 'success', {}, { detail: { userId: user.id, username: user.username, role: user.role } });
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new ConflictError(`Username "${input.username}" is taken`);
+      throw err;
+    }
+    return toUser(user);
+  }
+
+  async get(actor: Actor, id: string): Promise<User> {
+    if (!can(actor, 'users:read')) throw new ForbiddenError('Reading users needs the users:read right');
+    const user = await this.db.read((m) => this.users.findById(m, id));
+    if (!user) throw new NotFoundError('No such user');
+    return toUser(user);
+  }
+
+  async list(actor: Actor, filter: { role?: string; status?: string }, page: Page): Promise<PageResult<User>> {
+    if (!can(actor, 'users:read')) throw new ForbiddenError('Reading users needs the users:read right');
+    const rows = await this.db.read((m) => this.users.list(m, filter, page));
+    return toPageResult(rows, page, toUser);
+  }
+
+  async update(actor: Actor, id: string, input: UpdateUserInput): Promise<User> {
+    if (!can(actor, 'users:write')) throw new ForbiddenError('Changing users needs the users:write right');
+    const passwordHash = input.password === undefined ? undefined : await hashPassword(input.password, this.scryptCost);
+    return this.db.transaction(async (tx) => {
+      const user = await this.users.findById(tx, id);
+      if (!user) throw new NotFoundError('No such user');
+      const losesAdmin = user.role === 'admin' && user.status === 'active' && ((input.role && input.role !== 'admin') || input.status === 'disabled');
+      if (losesAdmin && (await this.users.countActiveAdmins(tx)) <= 1) {
+        throw new ConflictError('This is the last active admin; make another admin first');
+      }
+      const now = new Date();
+      const patch: Partial<UserEntity> = { updatedAt: now };
+      const changed: string[] = [];
+      if (input.displayName !== undefined && input.displayName !== user.displayName) (patch.displayName = input.displayName || null), changed.push('displayName');
+      if (input.role !== undefined && input.role !== user.role) (patch.role = input.role), changed.push('role');
+      if (input.status !== undefined && input.status !== user.status) (patch.status = input.status), changed.push('status');
+      await this.users.update(tx, id, patch);
+      if (passwordHash) {
+        await this.users.bumpSessionEpoch(tx, id, passwordHash, now);
+        changed.push('password');
+      }
+      await this.audit.record(tx, actor, 'user.update', 'success', {}, {
+        detail: { userId: id, username: user.username, changed, ...(patch.role ? { role: patch.role } : {}), ...(patch.status ? { status: patch.status } : {}) },
+      });
+      return toUser({ ...user, ...patch, sessionEpoch: user.sessionEpoch + (passwordHash ? 1 : 0) } as UserEntity);
+    });
+  }
+
+  /** Sets a new password from the CLI (operator at the host); sessions issued before it die. */
+  async resetPassword(actor: Actor, username: string, password: string): Promise<User> {
+    const user = await this.db.read((m) => this.users.findByUsername(m, username));
+    if (!user) throw new NotFoundError(`No user named "${username}"`);
+    return this.update(actor, user.id, { password });
+  }
+
+  findByUsername(username: string): Promise<UserEntity | null> {
+    return this.db.read((m) => this.users.findByUsername(m, username));
+  }
+
+  isEmpty(): Promise<boolean> {
+    return this.db.read(async (m) => (await this.users.count(m)) === 0);
+  }
+}
