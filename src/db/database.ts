@@ -140,7 +140,6 @@ export function createDataSource(config: DatabaseConfig): DataSource {
     charset: 'utf8mb4_unicode_ci',
     poolSize: 24,
     connectTimeout: 5000,
-    acquireTimeout: 5000,
     extra: { enableKeepAlive: true, maxIdle: 24, idleTimeout: 60000 },
   });
 }

@@ -1,0 +1,1 @@
+process.env.PKV_TEST_DB = 'sqlite';

@@ -1,0 +1,147 @@
+import 'reflect-metadata';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import mysql from 'mysql2/promise';
+import request from 'supertest';
+import type { Express } from 'express';
+import { loadConfig, Config } from '../../src/config';
+import { openDatabase, Database } from '../../src/db/database';
+import { buildContainer, Container } from '../../src/container';
+import { createApp } from '../../src/app';
+import { CaptureTransport, createLogger } from '../../src/logger';
+import { cliActor } from '../../src/modules/auth/actor';
+import type { Role } from '../../src/modules/users/user.entity';
+
+export type DbKind = 'sqlite' | 'mysql';
+export const dbKind = (): DbKind => (process.env.PKV_TEST_DB === 'mysql' ? 'mysql' : 'sqlite');
+
+/** A fresh, empty database for one test file: a temp SQLite file, or a new MySQL database dropped afterwards. */
+export interface TestDatabase {
+  url: string;
+  dir: string;
+  drop(): Promise<void>;
+}
+
+export async function createTestDatabase(kind: DbKind = dbKind()): Promise<TestDatabase> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pkv-test-'));
+  if (kind === 'sqlite') {
+    return { url: `sqlite:${path.join(dir, 'vault.db')}`, dir, drop: async () => fs.rmSync(dir, { recursive: true, force: true }) };
+  }
+  const admin = process.env.PKV_TEST_MYSQL_URL;
+  if (!admin) throw new Error('PKV_TEST_MYSQL_URL is not set');
+  const name = `pkv_t_${crypto.randomBytes(6).toString('hex')}`;
+  const conn = await mysql.createConnection(admin);
+  await conn.query(`CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci`);
+  await conn.end();
+  const u = new URL(admin);
+  u.pathname = `/${name}`;
+  return {
+    url: u.toString(),
+    dir,
+    drop: async () => {
+      const c = await mysql.createConnection(admin);
+      await c.query(`DROP DATABASE IF EXISTS \`${name}\``);
+      await c.end();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function randomMasterKey(): string {
+  return crypto.randomBytes(32).toString('base64');
+}
+
+/** The environment a test server runs with; overrides win. */
+export function testEnv(tdb: TestDatabase, overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  return {
+    NODE_ENV: 'test',
+    PKV_DATABASE_URL: tdb.url,
+    PKV_DATA_DIR: tdb.dir,
+    PKV_MASTER_KEY: randomMasterKey(),
+    PKV_JWT_SECRET: crypto.randomBytes(48).toString('base64url'),
+    PKV_SCRYPT_COST: '14',
+    PKV_LOG_LEVEL: 'debug',
+    ...overrides,
+  };
+}
+
+export interface TestUser {
+  id: string;
+  username: string;
+  password: string;
+  role: Role;
+  /** A real session JWT from POST /auth/login. */
+  token: string;
+  auth: { Authorization: string };
+}
+
+export interface TestContext {
+  kind: DbKind;
+  config: Config;
+  env: Record<string, string | undefined>;
+  tdb: TestDatabase;
+  db: Database;
+  container: Container;
+  app: Express;
+  capture: CaptureTransport;
+  http(): ReturnType<typeof request>;
+  /** Creates a user through the service (as the CLI would) and signs in through the API. */
+  user(role: Role, name?: string): Promise<TestUser>;
+  login(username: string, password: string): Promise<string>;
+  /** Every captured log line, joined: search it for secrets. */
+  logText(): string;
+  close(): Promise<void>;
+}
+
+let seq = 0;
+
+/** The real app on a real, freshly migrated database, with a capture transport on the logger. */
+export async function createTestContext(overrides: Record<string, string | undefined> = {}): Promise<TestContext> {
+  const kind = dbKind();
+  const tdb = await createTestDatabase(kind);
+  const env = testEnv(tdb, overrides);
+  const config = loadConfig(env, { generateDevSecrets: false });
+  const db = await openDatabase(config.database);
+  await db.migrate();
+  const capture = new CaptureTransport();
+  const logger = createLogger('debug', [capture]);
+  const container = await buildContainer(config, logger, db);
+  const app = createApp(container);
+  const http = () => request(app);
+
+  const login = async (username: string, password: string) => {
+    const res = await http().post('/api/v1/auth/login').send({ username, password });
+    if (res.status !== 200) throw new Error(`login ${username} failed: ${res.status} ${JSON.stringify(res.body)}`);
+    return res.body.accessToken as string;
+  };
+
+  const user = async (role: Role, name?: string): Promise<TestUser> => {
+    const username = name ?? `${role}${++seq}_${crypto.randomBytes(3).toString('hex')}`;
+    const password = `pw-${crypto.randomBytes(12).toString('base64url')}`;
+    const created = await container.users.create(cliActor(null), { username, password, role });
+    const token = await login(username, password);
+    return { id: created.id, username, password, role, token, auth: { Authorization: `Bearer ${token}` } };
+  };
+
+  return {
+    kind,
+    config,
+    env,
+    tdb,
+    db,
+    container,
+    app,
+    capture,
+    http,
+    user,
+    login,
+    logText: () => capture.lines.join('\n'),
+    close: async () => {
+      await container.usage.stop();
+      await db.close();
+      await tdb.drop();
+    },
+  };
+}
