@@ -120,6 +120,7 @@ export class Initial1763900000000 implements MigrationInterface {
           id(),
           { name: 'seq', type: 'bigint', isNullable: true },
           str('chain_hash', 64, true),
+          str('row_mac', 64),
           ms('at'),
           str('action', 48),
           str('outcome', 16),
@@ -148,6 +149,15 @@ export class Initial1763900000000 implements MigrationInterface {
       }),
     );
 
+    // One row: the newest sealed link. Only the sealer locks it; request transactions never touch it.
+    await q.createTable(
+      new Table({
+        name: 'audit_chain_head',
+        columns: [{ name: 'id', type: 'int', isPrimary: true }, { name: 'seq', type: 'bigint' }, str('hash', 64), ms('updated_at')],
+      }),
+    );
+    await q.query(`INSERT INTO audit_chain_head (id, seq, hash, updated_at) VALUES (1, 0, '${'0'.repeat(64)}', 0)`);
+
     await q.createTable(
       new Table({
         name: 'kek_canaries',
@@ -171,7 +181,7 @@ export class Initial1763900000000 implements MigrationInterface {
   }
 
   async down(q: QueryRunner): Promise<void> {
-    for (const t of ['system_keys', 'kek_canaries', 'audit_events', 'api_tokens', 'provider_keys', 'revoked_sessions', 'projects', 'users']) {
+    for (const t of ['system_keys', 'kek_canaries', 'audit_chain_head', 'audit_events', 'api_tokens', 'provider_keys', 'revoked_sessions', 'projects', 'users']) {
       await q.dropTable(t);
     }
   }

@@ -6,6 +6,7 @@ import { Envelope } from './crypto/envelope';
 import { createRateLimits, RateLimits } from './rate-limits';
 import { AuditRepository } from './modules/audit/audit.repository';
 import { AuditService } from './modules/audit/audit.service';
+import { AuditChain } from './modules/audit/audit-chain';
 import { UsersRepository } from './modules/users/users.repository';
 import { UsersService } from './modules/users/users.service';
 import { SessionTokens } from './modules/auth/sessions';
@@ -41,6 +42,7 @@ export async function buildContainer(config: Config, logger: Logger, db: Databas
   const keyring = new Keyring(config.masterKeys);
   await keyring.verifyAgainst(db);
   const fingerprintKey = await keyring.systemKey(db, 'fingerprint');
+  const auditKey = await keyring.systemKey(db, 'audit_chain');
   const envelope = new Envelope(keyring);
   const limits = createRateLimits(config);
 
@@ -50,7 +52,7 @@ export async function buildContainer(config: Config, logger: Logger, db: Databas
   const keysRepo = new ProviderKeysRepository();
   const tokensRepo = new ApiTokensRepository();
 
-  const audit = new AuditService(db, auditRepo, logger);
+  const audit = new AuditService(db, auditRepo, logger, new AuditChain(db, auditKey, logger));
   const usage = new UsageTracker(db, tokensRepo, logger);
   return {
     config,

@@ -80,6 +80,7 @@ export async function start(config: Config, logger: Logger, opts: { tls?: TlsMat
   }
   const bootstrapPassword = await bootstrapAdmin(container);
   container.usage.start();
+  container.audit.chain.start();
   const prune = setInterval(() => void container.auth.pruneRevokedSessions().catch(() => undefined), 10 * 60 * 1000);
   prune.unref();
 
@@ -111,6 +112,8 @@ export async function start(config: Config, logger: Logger, opts: { tls?: TlsMat
       });
       clearTimeout(force);
       await container.usage.stop();
+      await container.audit.chain.stop();
+      await container.audit.chain.sealPending().catch(() => undefined);
       await db.close();
       logger.info('stopped', { event: 'server.stopped' });
     })());

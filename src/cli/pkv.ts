@@ -2,6 +2,7 @@
 import 'reflect-metadata';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import { once } from 'node:events';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig, Config } from '../config';
 import { createLogger, Logger } from '../logger';
@@ -199,6 +200,51 @@ export function buildProgram(): Command {
         for (const r of rows) console.log(`${String(r.version).padEnd(9)}${String(r.providerKeys).padEnd(15)}${String(r.systemKeys).padEnd(13)}${r.rows}`);
         if (rows.length === 0) console.log('(nothing wrapped yet)');
       });
+    });
+
+  const audit = program.command('audit').description('the tamper-evident audit trail');
+  audit
+    .command('verify')
+    .description('seal pending rows, then verify the whole chain; exits 1 when tampering is found')
+    .option('--head-seq <n>', 'a chain head recorded earlier: its seq')
+    .option('--head-hash <hex>', 'a chain head recorded earlier: its hash')
+    .action(async (opts: { headSeq?: string; headHash?: string }) => {
+      if ((opts.headSeq === undefined) !== (opts.headHash === undefined)) throw new CliError('--head-seq and --head-hash go together', 2);
+      if (opts.headSeq !== undefined && (!/^\d+$/.test(opts.headSeq) || !/^[0-9a-f]{64}$/.test(opts.headHash ?? ''))) {
+        throw new CliError('--head-seq must be a whole number and --head-hash 64 lowercase hex characters', 2);
+      }
+      const result = await withContainer(async (c) => {
+        await c.audit.chain.sealPending();
+        return c.audit.chain.verify(opts.headSeq ? { seq: Number(opts.headSeq), hash: opts.headHash! } : undefined);
+      });
+      console.log(JSON.stringify(result));
+      if (!result.ok) throw new CliError(`audit trail verification FAILED at ${result.firstBadId ?? 'the tail'}: ${result.reason}`, 1);
+    });
+  audit
+    .command('export')
+    .description('stream the audit trail to stdout (or --out FILE); the export is itself audited')
+    .addOption(new Option('--format <format>', 'output format').choices(['csv', 'ndjson']).makeOptionMandatory())
+    .option('--from <iso>', 'events at or after this time')
+    .option('--to <iso>', 'events before this time')
+    .option('--out <file>', 'write to this file (mode 0600) instead of stdout')
+    .action(async (opts: { format: 'csv' | 'ndjson'; from?: string; to?: string; out?: string }) => {
+      const when = (name: string, v?: string) => {
+        if (v === undefined) return undefined;
+        const d = new Date(v);
+        if (Number.isNaN(d.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(v)) throw new CliError(`--${name}: must be an ISO-8601 date-time`, 2);
+        return d;
+      };
+      const filter = { from: when('from', opts.from), to: when('to', opts.to) };
+      const out: NodeJS.WritableStream = opts.out ? fs.createWriteStream(opts.out, { mode: 0o600 }) : process.stdout;
+      let rows = 0;
+      await withContainer(async (c) => {
+        for await (const chunk of await c.audit.openExport(cliActor(null), filter, opts.format)) {
+          rows += chunk.split('\n').length - 1;
+          if (!out.write(chunk)) await once(out, 'drain');
+        }
+      });
+      if (opts.out) await new Promise<void>((resolve) => out.end(() => resolve()));
+      if (opts.out) console.error(`wrote ${opts.format === 'csv' ? Math.max(0, rows - 1) : rows} event(s) to ${opts.out}`);
     });
 
   return program;

@@ -3,7 +3,7 @@ import { ProjectEntity } from '../modules/projects/project.entity';
 import { RevokedSessionEntity } from '../modules/auth/revoked-session.entity';
 import { ProviderKeyEntity } from '../modules/provider-keys/provider-key.entity';
 import { ApiTokenEntity } from '../modules/api-tokens/api-token.entity';
-import { AuditEventEntity } from '../modules/audit/audit-event.entity';
+import { AuditChainHeadEntity, AuditEventEntity } from '../modules/audit/audit-event.entity';
 import { KekCanaryEntity, SystemKeyEntity } from '../crypto/keyring.entities';
 
 export const entities = [
@@ -13,6 +13,7 @@ export const entities = [
   ProviderKeyEntity,
   ApiTokenEntity,
   AuditEventEntity,
+  AuditChainHeadEntity,
   KekCanaryEntity,
   SystemKeyEntity,
 ];

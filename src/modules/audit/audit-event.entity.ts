@@ -19,6 +19,8 @@ export class AuditEventEntity {
   /** Position in the tamper-evident chain; null until the row is sealed. */
   @Column({ type: 'bigint', nullable: true, transformer: bigintNumber }) seq: number | null;
   @Column({ name: 'chain_hash', type: 'varchar', length: 64, nullable: true }) chainHash: string | null;
+  /** HMAC of the row's content under the audit key, set at insert: a row forged with database access alone fails it. */
+  @Column({ name: 'row_mac', type: 'varchar', length: 64 }) rowMac: string;
   @Column({ type: 'bigint', transformer: epochMs }) at: Date;
   @Column({ type: 'varchar', length: 48 }) action: AuditAction;
   @Column({ type: 'varchar', length: 16 }) outcome: AuditOutcome;
@@ -36,4 +38,12 @@ export class AuditEventEntity {
   @Column({ type: 'varchar', length: 1024, nullable: true }) reason: string | null;
   /** JSON object; never holds a secret. */
   @Column({ type: 'text', nullable: true }) detail: string | null;
+}
+
+@Entity({ name: 'audit_chain_head' })
+export class AuditChainHeadEntity {
+  @PrimaryColumn({ type: 'int' }) id: number;
+  @Column({ type: 'bigint', transformer: bigintNumber }) seq: number;
+  @Column({ type: 'varchar', length: 64 }) hash: string;
+  @Column({ name: 'updated_at', type: 'bigint', transformer: epochMs }) updatedAt: Date;
 }

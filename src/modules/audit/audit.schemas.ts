@@ -13,3 +13,13 @@ export const auditFilterQuery = {
 };
 
 export const listAuditQuery = z.strictObject({ ...auditFilterQuery, ...pageQuery });
+
+export const exportAuditQuery = z.strictObject({ ...auditFilterQuery, format: z.enum(['csv', 'ndjson']) });
+
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
+export const verifyAuditQuery = z
+  .strictObject({
+    headSeq: z.string().regex(/^\d{1,15}$/, 'must be a whole number').transform(Number).optional(),
+    headHash: hex64.optional(),
+  })
+  .refine((q) => (q.headSeq === undefined) === (q.headHash === undefined), 'headSeq and headHash go together');

@@ -8,6 +8,10 @@ import { Page, PageResult, toPageResult } from '../../http/pagination';
 import { Actor, can } from '../auth/actor';
 import { AuditAction, AuditEventEntity, AuditOutcome } from './audit-event.entity';
 import { AuditFilter, AuditRepository } from './audit.repository';
+import type { AuditChain } from './audit-chain';
+import { csvHeader, csvRows, ndjsonRows } from './audit-export';
+
+const EXPORT_BATCH = 1000;
 
 /** Someone who could not be identified (a failed sign-in): only what they claimed and where from. */
 export interface Anonymous {
@@ -77,6 +81,7 @@ export class AuditService {
     private readonly db: Database,
     private readonly repo: AuditRepository,
     private readonly logger: Logger,
+    readonly chain: AuditChain,
   ) {}
 
   /**
@@ -112,7 +117,9 @@ export class AuditService {
       requestId: clip(who.requestId, 64),
       reason: clip(extra.reason, 1024),
       detail: extra.detail ? JSON.stringify(extra.detail) : null,
+      rowMac: '',
     });
+    row.rowMac = this.chain.macOf(row);
     try {
       await this.repo.insert(tx, row);
     } catch (err) {
@@ -130,6 +137,32 @@ export class AuditService {
     if (!can(actor, 'audit:read')) throw new ForbiddenError('Reading the audit trail needs the audit:read right');
     const rows = await this.db.read((m) => this.repo.list(m, filter, page));
     return toPageResult(rows, page, toAuditEvent);
+  }
+
+  /**
+   * Audits the export, then yields it in chunks read in short batches (constant memory, no long-held lock),
+   * oldest first, up to the newest row that existed when the export began.
+   */
+  async openExport(actor: Actor, filter: AuditFilter, format: 'csv' | 'ndjson'): Promise<AsyncIterable<string>> {
+    if (!can(actor, 'audit:read')) throw new ForbiddenError('Exporting the audit trail needs the audit:read right');
+    const upTo = await this.db.read((m) => this.repo.newestId(m));
+    const described = Object.fromEntries(Object.entries(filter).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
+    await this.db.transaction((tx) => this.record(tx, actor, 'audit.export', 'success', {}, { detail: { format, filter: described } }));
+    const db = this.db;
+    const repo = this.repo;
+    return (async function* () {
+      if (format === 'csv') yield csvHeader();
+      if (!upTo) return;
+      let after: string | undefined;
+      for (;;) {
+        const rows = await db.read((m) => repo.exportBatch(m, filter, after, upTo, EXPORT_BATCH));
+        if (rows.length === 0) return;
+        const events = rows.map(toAuditEvent);
+        yield format === 'csv' ? csvRows(events) : ndjsonRows(events);
+        if (rows.length < EXPORT_BATCH) return;
+        after = rows[rows.length - 1].id;
+      }
+    })();
   }
 
   async listForKey(keyId: string, page: Page): Promise<PageResult<AuditEvent>> {

@@ -1,0 +1,147 @@
+import crypto from 'node:crypto';
+import type { EntityManager } from 'typeorm';
+import type { Database } from '../../db/database';
+import type { Logger } from '../../logger';
+import { AuditChainHeadEntity, AuditEventEntity } from './audit-event.entity';
+
+export const GENESIS = '0'.repeat(64);
+const SEAL_BATCH = 500;
+const VERIFY_BATCH = 2000;
+
+/** The row's content in a fixed order; any change to a field changes its MAC. */
+function canonical(e: AuditEventEntity): string {
+  return JSON.stringify([
+    e.id, e.at.getTime(), e.action, e.outcome, e.actorId, e.actorUsername, e.actorRole, e.via, e.apiTokenId,
+    e.keyId, e.projectId, e.ownerId, e.ip, e.userAgent, e.requestId, e.reason, e.detail,
+  ]);
+}
+
+export function rowMac(key: Buffer, e: AuditEventEntity): string {
+  return crypto.createHmac('sha256', key).update(canonical(e), 'utf8').digest('hex');
+}
+
+/** link(n) = HMAC(key, link(n-1) | n | rowMac(n)): deleting, inserting or reordering a sealed row breaks every later link. */
+export function chainLink(key: Buffer, prev: string, seq: number, mac: string): string {
+  return crypto.createHmac('sha256', key).update(`${prev}|${seq}|${mac}`, 'utf8').digest('hex');
+}
+
+export interface ChainHead {
+  seq: number;
+  hash: string;
+}
+
+export type VerifyResult =
+  | { ok: true; checked: number; head: ChainHead; unsealed: number }
+  | { ok: false; checked: number; firstBadId: string | null; reason: string; head: ChainHead; unsealed: number };
+
+const safeEq = (a: string, b: string) => a.length === b.length && crypto.timingSafeEqual(Buffer.from(a), Buffer.from(b));
+
+/**
+ * Seals committed audit rows into a keyed hash chain shortly after they are written. Request transactions only
+ * insert rows (no shared lock); the sealer alone locks the one head row, so one process seals at a time.
+ */
+export class AuditChain {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<number> | undefined;
+
+  constructor(
+    private readonly db: Database,
+    private readonly key: Buffer,
+    private readonly logger: Logger,
+  ) {}
+
+  macOf(e: AuditEventEntity): string {
+    return rowMac(this.key, e);
+  }
+
+  start(intervalMs = 500): void {
+    this.timer ??= setInterval(() => void this.sealPending().catch((err) => this.logger.warn('audit sealing failed; will retry', { event: 'audit.seal_failed', errorCode: (err as { code?: string }).code })), intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running?.catch(() => undefined);
+  }
+
+  /** Seals every committed unsealed row, in batches; returns how many were sealed. */
+  async sealPending(): Promise<number> {
+    if (this.running) return this.running;
+    this.running = (async () => {
+      let total = 0;
+      for (;;) {
+        const n = await this.db.transaction((tx) => this.sealBatch(tx));
+        total += n;
+        if (n < SEAL_BATCH) return total;
+      }
+    })().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async sealBatch(tx: EntityManager): Promise<number> {
+    const headQb = tx.createQueryBuilder(AuditChainHeadEntity, 'h').where('h.id = 1');
+    if (tx.connection.options.type === 'mysql') headQb.setLock('pessimistic_write');
+    const head = await headQb.getOne();
+    if (!head) throw new Error('audit_chain_head row is missing');
+    const rows = await tx.createQueryBuilder(AuditEventEntity, 'e').where('e.seq IS NULL').orderBy('e.id', 'ASC').limit(SEAL_BATCH).getMany();
+    let { seq, hash } = head;
+    for (const row of rows) {
+      seq += 1;
+      hash = chainLink(this.key, hash, seq, row.rowMac);
+      await tx.update(AuditEventEntity, { id: row.id }, { seq, chainHash: hash });
+    }
+    if (rows.length > 0) await tx.update(AuditChainHeadEntity, { id: 1 }, { seq, hash, updatedAt: new Date() });
+    return rows.length;
+  }
+
+  async head(): Promise<ChainHead> {
+    const h = await this.db.read((m) => m.findOneBy(AuditChainHeadEntity, { id: 1 }));
+    return { seq: h?.seq ?? 0, hash: h?.hash ?? GENESIS };
+  }
+
+  /**
+   * Walks the sealed rows in seq order, recomputing every row MAC and link, then checks the unsealed tail's MACs.
+   * With `expected` (a head written down earlier), also reports a trail truncated below it.
+   */
+  async verify(expected?: ChainHead): Promise<VerifyResult> {
+    const head = await this.head();
+    let prev = GENESIS;
+    let checked = 0;
+    const fail = async (firstBadId: string | null, reason: string): Promise<VerifyResult> => ({ ok: false, checked, firstBadId, reason, head, unsealed: await this.countUnsealed() });
+    for (let after = 0; ; ) {
+      const rows = await this.db.read((m) => m.createQueryBuilder(AuditEventEntity, 'e').where('e.seq > :after', { after }).orderBy('e.seq', 'ASC').limit(VERIFY_BATCH).getMany());
+      for (const row of rows) {
+        const seq = row.seq as number;
+        if (seq !== checked + 1) return fail(row.id, seq > checked + 1 ? `rows ${checked + 1}–${seq - 1} of the chain are missing (deleted)` : `sequence number ${seq} repeats`);
+        if (!safeEq(rowMac(this.key, row), row.rowMac)) return fail(row.id, `row ${seq} was changed after it was written`);
+        if (!row.chainHash || !safeEq(chainLink(this.key, prev, seq, row.rowMac), row.chainHash)) return fail(row.id, `row ${seq} does not link to row ${seq - 1} (inserted, reordered or altered chain)`);
+        prev = row.chainHash;
+        checked = seq;
+      }
+      if (rows.length < VERIFY_BATCH) break;
+      after = checked;
+    }
+    if (checked < head.seq) return fail(null, `the chain ends at ${checked} but its head says ${head.seq}: rows were removed from the tail`);
+    if (checked > head.seq || !safeEq(prev, head.hash)) return fail(null, 'the chain head does not match the last sealed row');
+    if (expected && (expected.seq > checked || (expected.seq > 0 && !(await this.linkAt(expected.seq, expected.hash))))) {
+      return fail(null, `the recorded head (seq ${expected.seq}) is no longer in the trail: it was truncated or rewritten`);
+    }
+    const unsealed = await this.db.read((m) => m.createQueryBuilder(AuditEventEntity, 'e').where('e.seq IS NULL').orderBy('e.id', 'ASC').getMany());
+    for (const row of unsealed) {
+      if (!safeEq(rowMac(this.key, row), row.rowMac)) return fail(row.id, 'an unsealed row was changed or forged');
+    }
+    return { ok: true, checked, head, unsealed: unsealed.length };
+  }
+
+  private async linkAt(seq: number, hash: string): Promise<boolean> {
+    const row = await this.db.read((m) => m.findOneBy(AuditEventEntity, { seq }));
+    return !!row?.chainHash && safeEq(row.chainHash, hash);
+  }
+
+  private countUnsealed(): Promise<number> {
+    return this.db.read((m) => m.createQueryBuilder(AuditEventEntity, 'e').where('e.seq IS NULL').getCount());
+  }
+}
