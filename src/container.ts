@@ -3,6 +3,7 @@ import type { Database } from './db/database';
 import type { Logger } from './logger';
 import { Keyring } from './crypto/keyring';
 import { Envelope } from './crypto/envelope';
+import { KeyringRotation } from './crypto/rotation';
 import { createRateLimits, RateLimits } from './rate-limits';
 import { AuditRepository } from './modules/audit/audit.repository';
 import { AuditService } from './modules/audit/audit.service';
@@ -32,6 +33,7 @@ export interface Container {
   providerKeys: ProviderKeysService;
   apiTokens: ApiTokensService;
   usage: UsageTracker;
+  rotation: KeyringRotation;
 }
 
 /**
@@ -68,5 +70,6 @@ export async function buildContainer(config: Config, logger: Logger, db: Databas
     projects: new ProjectsService(db, projectsRepo, audit),
     providerKeys: new ProviderKeysService(db, keysRepo, usersRepo, projectsRepo, audit, envelope, fingerprintKey, limits.revealByUser),
     apiTokens: new ApiTokensService(db, tokensRepo, usersRepo, audit, usage),
+    rotation: new KeyringRotation(db, keyring, envelope, audit),
   };
 }

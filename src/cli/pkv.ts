@@ -4,12 +4,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { once } from 'node:events';
 import { Command, CommanderError, Option } from 'commander';
+import { Presets, SingleBar } from 'cli-progress';
 import { ConfigError, loadConfig, Config } from '../config';
 import { createLogger, Logger } from '../logger';
 import { openDatabase } from '../db/database';
 import { buildContainer, Container } from '../container';
 import { openMigrated, start, StartupError, TlsMaterial } from '../main';
 import { KeyringMismatchError } from '../crypto/keyring';
+import { ensureSelfSigned } from '../crypto/self-signed';
 import { AppError } from '../errors';
 import { cliActor, SCOPES, Scope } from '../modules/auth/actor';
 import { ROLES, Role } from '../modules/users/user.entity';
@@ -87,11 +89,18 @@ export function buildProgram(): Command {
     })
     .option('--tls-cert <file>', 'PEM certificate for HTTPS')
     .option('--tls-key <file>', 'PEM private key for HTTPS')
-    .action(async (opts: { host?: string; port?: number; tlsCert?: string; tlsKey?: string }) => {
+    .option('--tls-self-signed', 'serve HTTPS with a self-signed certificate for localhost kept in the data dir')
+    .action(async (opts: { host?: string; port?: number; tlsCert?: string; tlsKey?: string; tlsSelfSigned?: boolean }) => {
       const cfg = config();
       const logger = createLogger(cfg.logLevel);
       if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) throw new CliError('--tls-cert and --tls-key go together', 2);
+      if (opts.tlsSelfSigned && (opts.tlsCert || opts.tlsKey)) throw new CliError('--tls-self-signed cannot be combined with --tls-cert/--tls-key', 2);
       let tls: TlsMaterial | undefined;
+      if (opts.tlsSelfSigned) {
+        const self = ensureSelfSigned(cfg.dataDir);
+        tls = self;
+        console.log(`TLS: self-signed certificate ${self.certFile}${self.created ? ' (new)' : ''}\nTLS certificate SHA-256 fingerprint: ${self.fingerprint}`);
+      }
       if (opts.tlsCert && opts.tlsKey) {
         try {
           tls = { cert: fs.readFileSync(opts.tlsCert), key: fs.readFileSync(opts.tlsKey) };
@@ -200,6 +209,36 @@ export function buildProgram(): Command {
         for (const r of rows) console.log(`${String(r.version).padEnd(9)}${String(r.providerKeys).padEnd(15)}${String(r.systemKeys).padEnd(13)}${r.rows}`);
         if (rows.length === 0) console.log('(nothing wrapped yet)');
       });
+    });
+
+  keyring
+    .command('rotate')
+    .description('rewrap every data key and system key to the active (first) master key version; online and resumable')
+    .option('--batch-size <n>', 'rows per transaction (default 1000)', (v) => {
+      if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 10000) throw new CliError('--batch-size: must be a whole number from 1 to 10000', 2);
+      return Number(v);
+    })
+    .action(async (opts: { batchSize?: number }) => {
+      const result = await withContainer(async (c) => {
+        const bar = process.stderr.isTTY ? new SingleBar({ format: 'rewrapping [{bar}] {percentage}% {value}/{total} rows, {eta}s left', stream: process.stderr }, Presets.shades_classic) : undefined;
+        let started = false;
+        try {
+          return await c.rotation.run(cliActor(null), {
+            batchSize: opts.batchSize,
+            onProgress: ({ done, total }) => {
+              if (!bar) return;
+              if (!started) (bar.start(total, 0), (started = true));
+              bar.update(done);
+            },
+          });
+        } finally {
+          bar?.stop();
+        }
+      });
+      const rate = result.seconds > 0 ? Math.round(result.providerKeys / result.seconds) : result.providerKeys;
+      console.log(
+        `rotated to version ${result.toVersion}: ${result.providerKeys} data key(s) and ${result.systemKeys} system key(s) rewrapped, ${result.skipped} already moved, in ${result.seconds.toFixed(2)} s (${rate}/s)`,
+      );
     });
 
   const audit = program.command('audit').description('the tamper-evident audit trail');
