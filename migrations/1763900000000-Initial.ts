@@ -158,6 +158,14 @@ export class Initial1763900000000 implements MigrationInterface {
     );
     await q.query(`INSERT INTO audit_chain_head (id, seq, hash, updated_at) VALUES (1, 0, '${'0'.repeat(64)}', 0)`);
 
+    // Shared rate-limit counters when several instances serve one MySQL database (rate-limiter-flexible's layout).
+    await q.createTable(
+      new Table({
+        name: 'pkv_rate_limits',
+        columns: [{ name: 'key', type: 'varchar', length: '255', isPrimary: true }, { name: 'points', type: 'int', default: 0 }, ms('expire', true)],
+      }),
+    );
+
     await q.createTable(
       new Table({
         name: 'kek_canaries',
@@ -181,7 +189,7 @@ export class Initial1763900000000 implements MigrationInterface {
   }
 
   async down(q: QueryRunner): Promise<void> {
-    for (const t of ['system_keys', 'kek_canaries', 'audit_chain_head', 'audit_events', 'api_tokens', 'provider_keys', 'revoked_sessions', 'projects', 'users']) {
+    for (const t of ['system_keys', 'kek_canaries', 'pkv_rate_limits', 'audit_chain_head', 'audit_events', 'api_tokens', 'provider_keys', 'revoked_sessions', 'projects', 'users']) {
       await q.dropTable(t);
     }
   }

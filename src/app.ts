@@ -35,11 +35,14 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
     res.json({ status: 'ok' });
   });
   health.get('/readyz', async (_req, res) => {
-    const dbOk = await c.db.ping().then(
-      () => true,
-      () => false,
-    );
-    res.status(state.ready && dbOk ? 200 : 503).json({ status: state.ready && dbOk ? 'ready' : 'unavailable', database: dbOk ? 'ok' : 'unreachable', keyring: state.ready ? 'ok' : 'pending' });
+    const keyringOk = await c.keyring.matches(c.db).catch(() => undefined);
+    const dbOk = keyringOk !== undefined;
+    const ready = state.ready && dbOk && keyringOk === true;
+    res.status(ready ? 200 : 503).json({
+      status: ready ? 'ready' : 'unavailable',
+      database: dbOk ? 'ok' : 'unreachable',
+      keyring: !state.ready ? 'pending' : keyringOk === false ? 'mismatch' : dbOk ? 'ok' : 'unknown',
+    });
   });
   app.use(health);
 

@@ -217,10 +217,13 @@ export interface LoadOptions {
 export function loadConfig(env: RawEnv = process.env, options: LoadOptions = {}): Config {
   const problems: string[] = [];
   const resolved = resolveFileVariants(env, problems);
-  const parsed = schema.safeParse(resolved);
+  let parsed = schema.safeParse(resolved);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) problems.push(`${String(issue.path[0])}: ${issue.message}`);
-    throw new ConfigError(problems);
+    // Keep checking the rest (bad values fall back to their defaults) so every problem is listed at once.
+    const bad = new Set(parsed.error.issues.map((issue) => String(issue.path[0])));
+    parsed = schema.safeParse(Object.fromEntries(Object.entries(resolved).filter(([k]) => !bad.has(k))));
+    if (!parsed.success) throw new ConfigError(problems);
   }
   const e = parsed.data;
   const production = e.NODE_ENV === 'production';

@@ -46,7 +46,7 @@ export async function buildContainer(config: Config, logger: Logger, db: Databas
   const fingerprintKey = await keyring.systemKey(db, 'fingerprint');
   const auditKey = await keyring.systemKey(db, 'audit_chain');
   const envelope = new Envelope(keyring);
-  const limits = createRateLimits(config);
+  const limits = createRateLimits(config, db);
 
   const auditRepo = new AuditRepository();
   const usersRepo = new UsersRepository();

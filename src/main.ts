@@ -114,6 +114,7 @@ export async function start(config: Config, logger: Logger, opts: { tls?: TlsMat
       await container.usage.stop();
       await container.audit.chain.stop();
       await container.audit.chain.sealPending().catch(() => undefined);
+      await container.limits.close();
       await db.close();
       logger.info('stopped', { event: 'server.stopped' });
     })());

@@ -1,5 +1,14 @@
-import { RateLimiterAbstract, RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
-import { RateLimitedError } from './errors';
+import Redis from 'ioredis';
+import {
+  IRateLimiterOptions,
+  RateLimiterAbstract,
+  RateLimiterMemory,
+  RateLimiterMySQL,
+  RateLimiterRedis,
+  RateLimiterRes,
+} from 'rate-limiter-flexible';
+import { RateLimitedError, UnavailableError } from './errors';
+import type { Database } from './db/database';
 
 export interface RateLimits {
   /** Failed sign-ins per username+IP. */
@@ -8,13 +17,43 @@ export interface RateLimits {
   loginByIp: RateLimiterAbstract;
   /** Reveals per user per minute, allowed or not. */
   revealByUser: RateLimiterAbstract;
+  /** Where the counters live: shared across instances unless `memory`. */
+  store: 'memory' | 'mysql' | 'redis';
+  close(): Promise<void>;
 }
 
-export function createRateLimits(opts: { loginRateLimit: number; revealRateLimit: number }): RateLimits {
+interface Windows {
+  loginRateLimit: number;
+  revealRateLimit: number;
+}
+
+/**
+ * Rate limiters whose state is shared by every instance: Redis when PKV_REDIS_URL is set, else the MySQL
+ * database itself; an embedded SQLite vault is one process, so memory is enough there.
+ */
+export function createRateLimits(opts: Windows & { redisUrl?: string }, db?: Database): RateLimits {
+  let make: (o: IRateLimiterOptions) => RateLimiterAbstract = (o) => new RateLimiterMemory(o);
+  let store: RateLimits['store'] = 'memory';
+  let close = async () => undefined as void;
+  if (opts.redisUrl) {
+    const client = new Redis(opts.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false });
+    client.on('error', () => undefined); // surfaced per request as 503 by guard() below
+    make = (o) => new RateLimiterRedis({ ...o, storeClient: client });
+    store = 'redis';
+    close = async () => {
+      client.disconnect();
+    };
+  } else if (db?.kind === 'mysql') {
+    const driver = db.dataSource.driver as unknown as { pool: unknown; database?: string };
+    make = (o) => new RateLimiterMySQL({ ...o, storeClient: driver.pool, storeType: 'pool', dbName: driver.database, tableName: 'pkv_rate_limits', tableCreated: true, clearExpiredByTimeout: false });
+    store = 'mysql';
+  }
   return {
-    loginByUserIp: new RateLimiterMemory({ keyPrefix: 'login_ui', points: opts.loginRateLimit, duration: 15 * 60, blockDuration: 15 * 60 }),
-    loginByIp: new RateLimiterMemory({ keyPrefix: 'login_ip', points: opts.loginRateLimit * 10, duration: 60 * 60, blockDuration: 60 * 60 }),
-    revealByUser: new RateLimiterMemory({ keyPrefix: 'reveal', points: opts.revealRateLimit, duration: 60 }),
+    loginByUserIp: make({ keyPrefix: 'login_ui', points: opts.loginRateLimit, duration: 15 * 60 }),
+    loginByIp: make({ keyPrefix: 'login_ip', points: opts.loginRateLimit * 10, duration: 60 * 60 }),
+    revealByUser: make({ keyPrefix: 'reveal', points: opts.revealRateLimit, duration: 60 }),
+    store,
+    close,
   };
 }
 
@@ -22,24 +61,40 @@ function retryAfter(res: RateLimiterRes): number {
   return Math.max(1, Math.ceil(res.msBeforeNext / 1000));
 }
 
-/** Consumes a point; a refusal becomes RateLimitedError with Retry-After. Store failures propagate (fail closed). */
-export async function consume(limiter: RateLimiterAbstract, key: string): Promise<void> {
+/** A limiter store that cannot answer fails closed: 503, never an unlimited pass. */
+async function guard<T>(fn: () => Promise<T>): Promise<T> {
   try {
-    await limiter.consume(key);
+    return await fn();
   } catch (err) {
-    if (err instanceof RateLimiterRes) throw new RateLimitedError(retryAfter(err));
-    throw err;
+    if (err instanceof RateLimiterRes || err instanceof RateLimitedError) throw err;
+    throw new UnavailableError('Rate-limit state is unavailable', err);
   }
 }
 
-/** Tells whether the key is currently blocked, without spending a point. */
+/** Consumes a point; a refusal becomes RateLimitedError with Retry-After. */
+export async function consume(limiter: RateLimiterAbstract, key: string): Promise<void> {
+  await guard(async () => {
+    try {
+      await limiter.consume(key);
+    } catch (err) {
+      if (err instanceof RateLimiterRes) throw new RateLimitedError(retryAfter(err));
+      throw err;
+    }
+  });
+}
+
+/** Tells whether the key has used up its points, without spending one. */
 export async function blockedFor(limiter: RateLimiterAbstract, key: string): Promise<number | undefined> {
-  const res = await limiter.get(key);
+  const res = await guard(() => limiter.get(key));
   if (res && res.remainingPoints <= 0 && res.msBeforeNext > 0) return retryAfter(res);
   return undefined;
 }
 
 /** Spends a point for a failure without throwing. */
 export async function penalize(limiter: RateLimiterAbstract, key: string): Promise<void> {
-  await limiter.penalty(key, 1);
+  await guard(() => limiter.penalty(key, 1));
+}
+
+export async function forgive(limiter: RateLimiterAbstract, key: string): Promise<void> {
+  await guard(() => limiter.delete(key));
 }

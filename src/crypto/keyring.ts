@@ -94,6 +94,20 @@ export class Keyring {
     }
   }
 
+  /** For readiness: every configured version's canary in the database still opens. */
+  async matches(db: Database): Promise<boolean> {
+    const canaries = await db.read((m) => m.getRepository(KekCanaryEntity).find());
+    return canaries
+      .filter((c) => this.has(c.kekVersion))
+      .every((c) => {
+        try {
+          return open(this.kek(c.kekVersion), c, aad('pkv/v1/canary', c.kekVersion)).equals(CANARY);
+        } catch {
+          return false;
+        }
+      });
+  }
+
   /** Rows per KEK version across everything wrapped: provider keys' data keys and the system keys. */
   async rowsByVersion(db: Database): Promise<Array<{ version: number; providerKeys: number; systemKeys: number; rows: number }>> {
     const [pk, sk] = await db.read(async (m) => [

@@ -2,7 +2,7 @@ import type { Database } from '../../db/database';
 import { isUniqueViolation } from '../../db/database';
 import { ForbiddenError, RateLimitedError, UnauthorizedError } from '../../errors';
 import { hashPassword, verifyPassword } from '../../crypto/passwords';
-import { RateLimits, blockedFor, penalize } from '../../rate-limits';
+import { RateLimits, blockedFor, forgive, penalize } from '../../rate-limits';
 import type { AuditService } from '../audit/audit.service';
 import type { UsersRepository } from '../users/users.repository';
 import { toUser, User } from '../users/users.service';
@@ -56,7 +56,7 @@ export class AuthService {
       await this.db.transaction((tx) => this.audit.record(tx, anon, 'auth.login', 'denied', {}, { detail: { why } }));
       throw new UnauthorizedError(BAD_CREDENTIALS);
     }
-    await this.limits.loginByUserIp.delete(userIpKey);
+    await forgive(this.limits.loginByUserIp, userIpKey);
     const issued = this.sessions.issue(user.id, user.sessionEpoch);
     const actor = this.actorFor(user, { jti: issued.jti, expiresAt: issued.expiresAt }, client);
     await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.login', 'success'));
