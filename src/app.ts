@@ -5,6 +5,7 @@ import { accessLog } from './http/access-log';
 import { authenticate } from './http/authenticate';
 import { errorHandler, notFoundRoute } from './http/error-handler';
 import { requestId } from './http/request-id';
+import { jsonBody } from './http/json-body';
 import { authRoutes } from './modules/auth/auth.routes';
 import { usersRoutes } from './modules/users/users.routes';
 import { projectsRoutes } from './modules/projects/projects.routes';
@@ -48,7 +49,7 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
 
   const api = express.Router();
   api.use(health);
-  api.use(express.json({ limit: '64kb', strict: true }));
+  api.use(jsonBody('64kb'));
   api.use((_req, res, next) => {
     res.setHeader('Cache-Control', 'no-store');
     next();

@@ -65,7 +65,6 @@ const schema = z.object({
   PKV_JWT_TTL: z
     .string()
     .default('15m')
-    .describe('session token lifetime: 30s, 15m, 1h …')
     .transform((v, ctx) => {
       const m = /^(\d+)(s|m|h)?$/.exec(v.trim());
       const seconds = m ? Number(m[1]) * { s: 1, m: 60, h: 3600 }[(m[2] ?? 's') as 's' | 'm' | 'h'] : NaN;
@@ -74,7 +73,8 @@ const schema = z.object({
         return z.NEVER;
       }
       return seconds;
-    }),
+    })
+    .describe('session token lifetime: 30s, 15m, 1h …'),
   PKV_HOST: z.string().min(1).default('127.0.0.1').describe('listen address'),
   PKV_PORT: intIn(0, 65535).default(8080).describe('listen port'),
   PKV_DATA_DIR: z.string().min(1).default('./data').describe('where dev files live'),

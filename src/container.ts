@@ -68,7 +68,7 @@ export async function buildContainer(config: Config, logger: Logger, db: Databas
     users: new UsersService(db, usersRepo, audit, config.scryptCost),
     auth: new AuthService(db, usersRepo, new SessionTokens(config.jwtSecret, config.jwtTtlSeconds), audit, limits, config.scryptCost),
     projects: new ProjectsService(db, projectsRepo, audit),
-    providerKeys: new ProviderKeysService(db, keysRepo, usersRepo, projectsRepo, audit, envelope, fingerprintKey, limits.revealByUser),
+    providerKeys: new ProviderKeysService(db, keysRepo, usersRepo, projectsRepo, audit, envelope, fingerprintKey, { byUser: limits.revealByUser, byIp: limits.revealByIp }),
     apiTokens: new ApiTokensService(db, tokensRepo, usersRepo, audit, usage),
     rotation: new KeyringRotation(db, keyring, envelope, audit),
   };

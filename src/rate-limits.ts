@@ -17,6 +17,8 @@ export interface RateLimits {
   loginByIp: RateLimiterAbstract;
   /** Reveals per user per minute, allowed or not. */
   revealByUser: RateLimiterAbstract;
+  /** Reveals per client IP per minute (ten users' worth): a stolen pile of credentials still drains slowly. */
+  revealByIp: RateLimiterAbstract;
   /** Where the counters live: shared across instances unless `memory`. */
   store: 'memory' | 'mysql' | 'redis';
   close(): Promise<void>;
@@ -52,6 +54,7 @@ export function createRateLimits(opts: Windows & { redisUrl?: string }, db?: Dat
     loginByUserIp: make({ keyPrefix: 'login_ui', points: opts.loginRateLimit, duration: 15 * 60 }),
     loginByIp: make({ keyPrefix: 'login_ip', points: opts.loginRateLimit * 10, duration: 60 * 60 }),
     revealByUser: make({ keyPrefix: 'reveal', points: opts.revealRateLimit, duration: 60 }),
+    revealByIp: make({ keyPrefix: 'reveal_ip', points: opts.revealRateLimit * 10, duration: 60 }),
     store,
     close,
   };

@@ -130,7 +130,7 @@ export class ProviderKeysService {
     private readonly audit: AuditService,
     private readonly envelope: Envelope,
     private readonly fingerprintKey: Buffer,
-    private readonly revealLimiter: RateLimiterAbstract,
+    private readonly revealLimits: { byUser: RateLimiterAbstract; byIp: RateLimiterAbstract },
   ) {}
 
   async create(actor: Actor, input: CreateKeyInput): Promise<ProviderKey> {
@@ -266,7 +266,8 @@ export class ProviderKeysService {
    */
   async reveal(actor: Actor, id: string, reason: string | undefined): Promise<Revealed> {
     try {
-      await consume(this.revealLimiter, actor.userId);
+      await consume(this.revealLimits.byUser, actor.userId);
+      if (actor.ip) await consume(this.revealLimits.byIp, actor.ip);
     } catch (err) {
       if (!(err instanceof RateLimitedError)) throw err;
       await this.db.transaction((tx) => this.audit.record(tx, actor, 'provider_key.reveal', 'rate_limited', { keyId: id }, { reason }));
