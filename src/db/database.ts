@@ -50,16 +50,105 @@ function isDeadlock(err: unknown): boolean {
   return errorCode(err) === 'ER_LOCK_DEADLOCK';
 }
 
+interface Job {
+  fn: (tx: Tx) => Promise<unknown>;
+  resolve: (value: { result: unknown; hooks: Array<() => void> }) => void;
+  reject: (err: unknown) => void;
+}
+
+const MAX_GROUP = 64;
+
+/**
+ * Group commit for SQLite: transactions that queue up while one commits run together in the next single
+ * BEGIN…COMMIT, each inside its own savepoint (a failing one rolls back only itself). Every caller still gets
+ * its answer only after the COMMIT that made its work durable; one fsync serves the whole group.
+ */
+class GroupCommitter {
+  private queue: Job[] = [];
+  private draining = false;
+
+  constructor(
+    private readonly dataSource: DataSource,
+    private readonly mutex: Mutex,
+  ) {}
+
+  run(fn: (tx: Tx) => Promise<unknown>): Promise<{ result: unknown; hooks: Array<() => void> }> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ fn, resolve, reject });
+      if (!this.draining) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0, MAX_GROUP);
+        await this.mutex.run(() => this.commitGroup(batch));
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private async commitGroup(batch: Job[]): Promise<void> {
+    const qr = this.dataSource.createQueryRunner();
+    const outcomes: Array<{ ok: true; result: unknown; hooks: Array<() => void> } | { ok: false; err: unknown }> = [];
+    try {
+      await qr.startTransaction();
+    } catch (err) {
+      for (const job of batch) job.reject(err);
+      return;
+    }
+    for (const job of batch) {
+      try {
+        await qr.startTransaction();
+        const result = await job.fn(qr.manager);
+        await qr.commitTransaction();
+        outcomes.push({ ok: true, result, hooks: takeAfterCommit(qr.manager) });
+      } catch (err) {
+        takeAfterCommit(qr.manager);
+        try {
+          await qr.rollbackTransaction();
+        } catch {
+          /* the outer transaction is rolled back below if it is broken */
+        }
+        outcomes.push({ ok: false, err });
+      }
+    }
+    try {
+      await qr.commitTransaction();
+    } catch (err) {
+      await qr.rollbackTransaction().catch(() => undefined);
+      for (const job of batch) job.reject(err);
+      return;
+    }
+    batch.forEach((job, i) => {
+      const o = outcomes[i];
+      if (o.ok) job.resolve({ result: o.result, hooks: o.hooks });
+      else job.reject(o.err);
+    });
+  }
+}
+
 export class Database {
   private readonly mutex = new Mutex();
+  private readonly group: GroupCommitter;
 
   constructor(
     readonly kind: DatabaseConfig['kind'],
     readonly dataSource: DataSource,
-  ) {}
+  ) {
+    this.group = new GroupCommitter(dataSource, this.mutex);
+  }
 
   /** Runs fn in one transaction; it commits before the promise resolves. Deadlocks are retried. */
   async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    if (this.kind === 'sqlite') {
+      const { result, hooks } = await this.guard(() => this.group.run(fn));
+      for (const hook of hooks) hook();
+      return result as T;
+    }
     let hooks: Array<() => void> = [];
     const body = async (tx: Tx) => {
       try {
@@ -70,9 +159,7 @@ export class Database {
     };
     for (let attempt = 1; ; attempt++) {
       try {
-        const result = await this.guard(() =>
-          this.kind === 'sqlite' ? this.mutex.run(() => this.dataSource.transaction(body)) : this.dataSource.transaction('READ COMMITTED', body),
-        );
+        const result = await this.guard(() => this.dataSource.transaction('READ COMMITTED', body));
         for (const hook of hooks) hook();
         return result;
       } catch (err) {
