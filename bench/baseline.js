@@ -1,0 +1,107 @@
+'use strict';
+// The physical limit, per shared/BENCH.md: the minimum a correct reveal must do with the driver alone —
+// read the key row, insert the audit row, bump the counter, durable commit — with nothing on top.
+// `node bench/baseline.js serve` is the bare node:http server; `inprocess` is the same transaction in a loop.
+const crypto = require('node:crypto');
+const http = require('node:http');
+
+const AUDIT_SQL =
+  'INSERT INTO audit_events (id, at, action, outcome, actor_id, key_id, project_id, owner_id, ip, row_mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+
+function sqliteReveal(file) {
+  const Database = require('better-sqlite3');
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.pragma('busy_timeout = 5000');
+  const read = db.prepare('SELECT id, owner_id, project_id, status, secret_ciphertext FROM provider_keys WHERE id = ?');
+  const audit = db.prepare(AUDIT_SQL);
+  const bump = db.prepare('UPDATE provider_keys SET reveal_count = reveal_count + 1, last_revealed_at = ? WHERE id = ?');
+  const tx = db.transaction((id) => {
+    const row = read.get(id);
+    const now = Date.now();
+    audit.run(crypto.randomUUID(), now, 'provider_key.reveal', 'success', row.owner_id, id, row.project_id, row.owner_id, '127.0.0.1', '0');
+    bump.run(now, id);
+    return row;
+  });
+  return { reveal: async (id) => tx.immediate(id), close: async () => db.close() };
+}
+
+function mysqlReveal(url) {
+  const mysql = require('mysql2/promise');
+  const pool = mysql.createPool({ uri: url, connectionLimit: 24 });
+  return {
+    reveal: async (id) => {
+      const conn = await pool.getConnection();
+      try {
+        await conn.beginTransaction();
+        const [rows] = await conn.execute('SELECT id, owner_id, project_id, status, secret_ciphertext FROM provider_keys WHERE id = ? FOR UPDATE', [id]);
+        const row = rows[0];
+        const now = Date.now();
+        await conn.execute(AUDIT_SQL, [crypto.randomUUID(), now, 'provider_key.reveal', 'success', row.owner_id, id, row.project_id, row.owner_id, '127.0.0.1', '0']);
+        await conn.execute('UPDATE provider_keys SET reveal_count = reveal_count + 1, last_revealed_at = ? WHERE id = ?', [now, id]);
+        await conn.commit();
+        return row;
+      } catch (err) {
+        await conn.rollback().catch(() => undefined);
+        throw err;
+      } finally {
+        conn.release();
+      }
+    },
+    close: () => pool.end(),
+  };
+}
+
+function open(dbUrl) {
+  return dbUrl.startsWith('sqlite:') ? sqliteReveal(dbUrl.slice('sqlite:'.length)) : mysqlReveal(dbUrl);
+}
+
+async function serve(dbUrl, port) {
+  const driver = open(dbUrl);
+  const server = http.createServer(async (req, res) => {
+    const m = /^\/reveal\/([0-9a-f-]{36})$/.exec(req.url || '');
+    if (!m) return res.writeHead(404).end();
+    try {
+      const row = await driver.reveal(m[1]);
+      const body = JSON.stringify({ id: row.id, secret: 'x', revealedAt: new Date().toISOString() });
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+    } catch {
+      res.writeHead(500).end();
+    }
+  });
+  server.keepAliveTimeout = 65000;
+  server.listen(port, '127.0.0.1', () => process.stdout.write(`baseline listening on http://127.0.0.1:${server.address().port}\n`));
+  process.on('SIGTERM', () => server.close(() => driver.close().then(() => process.exit(0))));
+}
+
+async function inprocess(dbUrl, ids, seconds, concurrency) {
+  const driver = open(dbUrl);
+  const latencies = [];
+  const deadline = Date.now() + seconds * 1000;
+  const worker = async () => {
+    while (Date.now() < deadline) {
+      const t = process.hrtime.bigint();
+      await driver.reveal(ids[(Math.random() * ids.length) | 0]);
+      latencies.push(Number(process.hrtime.bigint() - t) / 1e6);
+    }
+  };
+  const started = Date.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsed = (Date.now() - started) / 1000;
+  await driver.close();
+  latencies.sort((a, b) => a - b);
+  const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))];
+  return { requests: latencies.length, rps: latencies.length / elapsed, p50: pct(50), p99: pct(99) };
+}
+
+module.exports = { inprocess };
+
+if (require.main === module) {
+  const [mode, dbUrl, port] = process.argv.slice(2);
+  if (mode === 'serve') serve(dbUrl, Number(port || 0));
+  else {
+    process.stderr.write('usage: node bench/baseline.js serve DB_URL [PORT]\n');
+    process.exit(2);
+  }
+}

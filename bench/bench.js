@@ -1,0 +1,262 @@
+#!/usr/bin/env node
+'use strict';
+// npm run bench [-- --keys 100000 --duration 10 --profile]
+// Starts the real server (pinned to core 0) on a fresh database, seeds N provider keys, drives it with autocannon
+// from this process (pinned to core 1), measures the bare-HTTP and in-process baselines in the same run, and
+// writes bench/results/latest.json. SQLite by default; MariaDB/MySQL when PKV_BENCH_MYSQL_URL is set.
+require('reflect-metadata');
+const { spawn, execFileSync } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const autocannon = require('autocannon');
+const { Command } = require('commander');
+const { inprocess } = require('./baseline');
+
+const ROOT = path.resolve(__dirname, '..');
+const DIST = path.join(ROOT, 'dist');
+const PKV = path.join(DIST, 'src/cli/pkv.js');
+const pinned = os.cpus().length >= 2 && fs.existsSync('/usr/bin/taskset');
+
+const opts = new Command('bench')
+  .option('--keys <n>', 'provider keys to seed', (v) => Number(v), 10000)
+  .option('--duration <s>', 'seconds per measured point', (v) => Number(v), 10)
+  .option('--warmup <s>', 'seconds of warm-up before each point', (v) => Number(v), 2)
+  .option('--profile', 'run the server with --cpu-prof (profiles in bench/results/)')
+  .parse(process.argv)
+  .opts();
+
+// The load generator runs on core 1, the servers on core 0 (shared/BENCH.md).
+if (pinned && !process.env.PKV_BENCH_PINNED) {
+  const child = spawn('taskset', ['-c', '1', process.execPath, __filename, ...process.argv.slice(2)], { stdio: 'inherit', env: { ...process.env, PKV_BENCH_PINNED: '1' } });
+  child.on('exit', (code) => process.exit(code ?? 1));
+  return;
+}
+
+const log = (...a) => process.stderr.write(a.join(' ') + '\n');
+
+async function freshDatabase() {
+  const mysqlUrl = process.env.PKV_BENCH_MYSQL_URL;
+  // Not under /tmp: the server runs with NODE_ENV=production, which refuses SQLite in a temp dir.
+  fs.mkdirSync(path.join(__dirname, '.work'), { recursive: true });
+  const dir = fs.mkdtempSync(path.join(__dirname, '.work', 'run-'));
+  if (!mysqlUrl) return { kind: 'sqlite', url: `sqlite:${path.join(dir, 'vault.db')}`, dir, drop: async () => fs.rmSync(dir, { recursive: true, force: true }) };
+  const mysql = require('mysql2/promise');
+  const name = `pkv_bench_${crypto.randomBytes(4).toString('hex')}`;
+  const c = await mysql.createConnection(mysqlUrl);
+  await c.query(`CREATE DATABASE \`${name}\``);
+  await c.end();
+  const u = new URL(mysqlUrl);
+  u.pathname = `/${name}`;
+  return {
+    kind: 'mysql',
+    url: u.toString(),
+    dir,
+    drop: async () => {
+      const c2 = await mysql.createConnection(mysqlUrl);
+      await c2.query(`DROP DATABASE IF EXISTS \`${name}\``);
+      await c2.end();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Seeds users, projects and N sealed keys straight through the product's own envelope and SQL batches. */
+async function seed(env, n) {
+  const { loadConfig } = require(path.join(DIST, 'src/config'));
+  const { openDatabase } = require(path.join(DIST, 'src/db/database'));
+  const { buildContainer } = require(path.join(DIST, 'src/container'));
+  const { createLogger } = require(path.join(DIST, 'src/logger'));
+  const { cliActor } = require(path.join(DIST, 'src/modules/auth/actor'));
+  const { hintFor } = require(path.join(DIST, 'src/modules/provider-keys/providers'));
+  const { newId } = require(path.join(DIST, 'src/ids'));
+  const config = loadConfig(env, { generateDevSecrets: false });
+  const db = await openDatabase(config.database);
+  await db.migrate();
+  const c = await buildContainer(config, createLogger('error'), db);
+  const actor = cliActor(null);
+  const admin = await c.users.create(actor, { username: 'bench-admin', password: 'bench-admin-password', role: 'admin' });
+  const owner = await c.users.create(actor, { username: 'bench-owner', password: 'bench-owner-password', role: 'member' });
+  const projects = [];
+  for (let i = 0; i < 10; i++) projects.push(await c.projects.create(actor, { name: `bench-project-${i}` }));
+  const fpKey = await c.keyring.systemKey(db, 'fingerprint');
+  const ids = [];
+  const now = Date.now();
+  const cols = ['id', 'name', 'provider', 'hint', 'status', 'owner_id', 'project_id', 'remark', 'created_by', 'created_at', 'updated_at', 'reveal_count', 'format_version', 'kek_version', 'wrapped_dek', 'dek_iv', 'dek_tag', 'secret_ciphertext', 'secret_iv', 'secret_tag', 'fingerprint'];
+  for (let done = 0; done < n; ) {
+    const size = Math.min(500, n - done);
+    const values = [];
+    for (let i = 0; i < size; i++) {
+      const id = newId(now + done + i);
+      const projectId = projects[(done + i) % projects.length].id;
+      const secret = `sk-bench-${crypto.randomBytes(24).toString('base64url')}`;
+      const s = c.envelope.seal({ keyId: id, ownerId: owner.id, projectId }, Buffer.from(secret));
+      const fp = crypto.createHmac('sha256', fpKey).update(secret).digest('hex');
+      values.push([id, `key ${done + i}`, 'openai', hintFor('openai', secret), 'active', owner.id, projectId, null, admin.id, now, now, 0, 1, s.kekVersion, s.wrappedDek, s.dekIv, s.dekTag, s.secretCiphertext, s.secretIv, s.secretTag, fp]);
+      ids.push(id);
+    }
+    const sql = `INSERT INTO provider_keys (${cols.join(', ')}) VALUES ${values.map(() => `(${cols.map(() => '?').join(', ')})`).join(', ')}`;
+    await db.transaction((tx) => tx.query(sql, values.flat()));
+    done += size;
+  }
+  await c.usage.stop();
+  await db.close();
+  return { ids, ownerId: owner.id, projectId: projects[0].id };
+}
+
+function startProcess(args, env, readyPattern) {
+  const cmd = pinned ? 'taskset' : process.execPath;
+  const argv = pinned ? ['-c', '0', process.execPath, ...args] : args;
+  const child = spawn(cmd, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`did not start: ${out}`)), 30000);
+    const onData = (d) => {
+      out += d.toString();
+      const m = readyPattern.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        child.stdout.removeAllListeners('data');
+        child.stdout.resume();
+        child.stderr.resume();
+        resolve({ child, url: m[1], pid: child.pid });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (d) => (out += d.toString()));
+    child.on('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+  });
+}
+
+/** RSS of the node process (under taskset the pid is node itself: taskset execs). */
+function rssMb(pid) {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)[1]) / 1024;
+}
+
+function stop(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve();
+    child.removeAllListeners('exit');
+    child.on('exit', () => resolve());
+    child.kill('SIGTERM');
+    setTimeout(() => child.kill('SIGKILL'), 15000).unref();
+  });
+}
+
+function load(url, connections, seconds, request) {
+  return new Promise((resolve, reject) => {
+    autocannon({ url, connections, duration: seconds, requests: [request], pipelining: 1 }, (err, r) => (err ? reject(err) : resolve(r)));
+  });
+}
+
+async function point(name, url, connections, request) {
+  if (opts.warmup > 0) await load(url, connections, opts.warmup, request);
+  const r = await load(url, connections, opts.duration, request);
+  const non2xx = r.non2xx + r.errors + r.timeouts;
+  const row = { name, connections, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, requests: r.requests.total, non2xx };
+  log(`  ${name.padEnd(28)} c=${String(connections).padEnd(3)} ${row.rps.toFixed(0).padStart(6)} req/s  p50 ${String(row.p50).padStart(4)} ms  p99 ${String(row.p99).padStart(4)} ms${non2xx ? `  (${non2xx} non-2xx/errors!)` : ''}`);
+  return row;
+}
+
+const pick = (ids) => ids[(Math.random() * ids.length) | 0];
+
+async function main() {
+  if (!fs.existsSync(PKV)) throw new Error('dist/ is missing: run `npm run build` (npm run bench does it)');
+  const tdb = await freshDatabase();
+  const oldKey = crypto.randomBytes(32).toString('base64');
+  const env = {
+    ...process.env,
+    NODE_ENV: 'production',
+    PKV_DATABASE_URL: tdb.url,
+    PKV_DATA_DIR: tdb.dir,
+    PKV_MASTER_KEYS: `1:${oldKey}`,
+    PKV_JWT_SECRET: crypto.randomBytes(48).toString('base64url'),
+    PKV_JWT_TTL: '1h',
+    PKV_REVEAL_RATE_LIMIT: '100000',
+    PKV_SCRYPT_COST: '14',
+    PKV_HOST: '127.0.0.1',
+    PKV_PORT: '0',
+  };
+  const results = { startedAt: new Date().toISOString(), database: tdb.kind, keys: opts.keys, durationSeconds: opts.duration, pinned, machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version }, points: [] };
+  try {
+    log(`seeding ${opts.keys} provider keys on ${tdb.kind} …`);
+    const t0 = Date.now();
+    const seeded = await seed(env, opts.keys);
+    log(`  seeded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+    log('baselines');
+    const base = await startProcess([path.join(__dirname, 'baseline.js'), 'serve', tdb.url, '0'], env, /baseline listening on (http:\/\/\S+)/);
+    const baseReq = { method: 'POST', setupRequest: (req) => ({ ...req, path: `/reveal/${pick(seeded.ids)}` }) };
+    for (const c of [1, 16]) results.points.push({ group: 'baseline-http', ...(await point('bare HTTP + driver', base.url, c, baseReq)) });
+    await stop(base.child);
+    const inproc = await inprocess(tdb.url, seeded.ids, opts.duration, tdb.kind === 'mysql' ? 16 : 1);
+    results.points.push({ group: 'baseline-inprocess', name: 'in-process driver', connections: tdb.kind === 'mysql' ? 16 : 1, rps: inproc.rps, p50: inproc.p50, p99: inproc.p99, requests: inproc.requests, non2xx: 0 });
+    log(`  in-process driver            ${inproc.rps.toFixed(0).padStart(6)} tx/s   p50 ${inproc.p50.toFixed(2)} ms  p99 ${inproc.p99.toFixed(2)} ms`);
+
+    log('provider-key-vault');
+    const serverArgs = [...(opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.join(__dirname, 'results')}`] : []), PKV, 'serve'];
+    const srv = await startProcess(serverArgs, env, /listening on (http:\/\/\S+)/);
+    const post = async (p, body, token) => {
+      const res = await fetch(`${srv.url}/api/v1${p}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
+      if (!res.ok) throw new Error(`${p}: ${res.status} ${await res.text()}`);
+      return res.json();
+    };
+    const ownerToken = (await post('/auth/login', { username: 'bench-owner', password: 'bench-owner-password' })).accessToken;
+    const adminToken = (await post('/auth/login', { username: 'bench-admin', password: 'bench-admin-password' })).accessToken;
+    const apiToken = (await post('/api-tokens', { name: 'bench', scopes: ['provider-keys:reveal', 'provider-keys:read'] }, ownerToken)).token;
+    const reveal = (token) => ({ method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}', setupRequest: (req) => ({ ...req, path: `/api/v1/provider-keys/${pick(seeded.ids)}/reveal` }) });
+    for (const c of [1, 16]) results.points.push({ group: 'reveal-session', ...(await point('reveal (session)', srv.url, c, reveal(ownerToken))) });
+    for (const c of [1, 16]) results.points.push({ group: 'reveal-api-token', ...(await point('reveal (API token)', srv.url, c, reveal(apiToken))) });
+    const list = { method: 'GET', path: `/api/v1/provider-keys?projectId=${seeded.projectId}&limit=50`, headers: { authorization: `Bearer ${adminToken}` } };
+    results.points.push({ group: 'list', ...(await point(`list 50 of ${opts.keys}`, srv.url, 16, list)) });
+    const create = {
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      setupRequest: (req) => ({ ...req, path: '/api/v1/provider-keys', body: JSON.stringify({ ownerId: seeded.ownerId, projectId: seeded.projectId, name: 'bench paste', provider: 'openai', secret: `sk-paste-${crypto.randomBytes(24).toString('base64url')}` }) }),
+    };
+    results.points.push({ group: 'create', ...(await point('create (paste)', srv.url, 16, create)) });
+    results.serverRssMb = rssMb(srv.pid);
+    log(`  server RSS after the run: ${results.serverRssMb.toFixed(0)} MB`);
+    await stop(srv.child);
+
+    log('keyring rotate');
+    const newKey = crypto.randomBytes(32).toString('base64');
+    const out = execFileSync(process.execPath, [PKV, 'keyring', 'rotate'], { env: { ...env, PKV_MASTER_KEYS: `2:${newKey},1:${oldKey}` } }).toString();
+    const m = /(\d+) data key\(s\).* in ([\d.]+) s/.exec(out);
+    results.rotate = { keys: Number(m[1]), seconds: Number(m[2]), keysPerSecond: Number(m[1]) / Number(m[2]) };
+    log(`  ${out.trim()}`);
+  } finally {
+    await tdb.drop().catch(() => undefined);
+  }
+
+  const get = (g, c) => results.points.find((p) => p.group === g && p.connections === c);
+  const inprocRps = results.points.find((p) => p.group === 'baseline-inprocess').rps;
+  results.ratios = {};
+  for (const c of [1, 16]) {
+    const b = get('baseline-http', c).rps;
+    results.ratios[`c${c}`] = {
+      revealSessionOverBareHttp: get('reveal-session', c).rps / b,
+      revealApiTokenOverBareHttp: get('reveal-api-token', c).rps / b,
+      revealSessionOverInProcess: get('reveal-session', c).rps / inprocRps,
+    };
+  }
+  fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true });
+  fs.writeFileSync(path.join(__dirname, 'results', 'latest.json'), JSON.stringify(results, null, 2) + '\n');
+
+  const r16 = results.ratios.c16;
+  console.log(`\nprovider-key-vault bench — ${results.database}, ${results.keys} keys, ${opts.duration} s per point, ${pinned ? 'server core 0 / load core 1' : 'unpinned'}`);
+  console.log('| point | conns | req/s | p50 ms | p99 ms |');
+  console.log('|---|---|---|---|---|');
+  for (const p of results.points) console.log(`| ${p.name} | ${p.connections} | ${p.rps.toFixed(0)} | ${Number(p.p50).toFixed(1)} | ${Number(p.p99).toFixed(1)} |`);
+  console.log(`\nheadline: reveal ÷ bare-HTTP baseline at 16 connections = ${r16.revealSessionOverBareHttp.toFixed(2)} (session), ${r16.revealApiTokenOverBareHttp.toFixed(2)} (API token); reveal ÷ in-process = ${r16.revealSessionOverInProcess.toFixed(2)}`);
+  console.log(`at 1 connection: ${results.ratios.c1.revealSessionOverBareHttp.toFixed(2)} (session), ${results.ratios.c1.revealApiTokenOverBareHttp.toFixed(2)} (API token)`);
+  console.log(`keyring rotate: ${results.rotate.keysPerSecond.toFixed(0)} data keys/s at ${results.keys} keys; server RSS ${results.serverRssMb.toFixed(0)} MB`);
+  console.log('written: bench/results/latest.json');
+}
+
+main().catch((err) => {
+  console.error(`bench failed: ${err.message}`);
+  process.exit(1);
+});
