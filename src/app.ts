@@ -1,7 +1,7 @@
 import express from 'express';
 import helmet from 'helmet';
 import type { Container } from './container';
-import { accessLog } from './http/access-log';
+import { accessLog, routeBase } from './http/access-log';
 import { authenticate } from './http/authenticate';
 import { errorHandler, notFoundRoute } from './http/error-handler';
 import { requestId } from './http/request-id';
@@ -48,19 +48,20 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
   app.use(health);
 
   const api = express.Router();
-  api.use(health);
-  api.use(jsonBody('64kb'));
+  // First, so that body-parser refusals (400, 413) are no-store too.
   api.use((_req, res, next) => {
     res.setHeader('Cache-Control', 'no-store');
     next();
   });
+  api.use(health);
+  api.use(jsonBody('64kb'));
   const auth = authenticate(c.auth, c.apiTokens);
-  api.use('/auth', authRoutes(c.auth, auth));
-  api.use('/users', auth, usersRoutes(c.users));
-  api.use('/projects', auth, projectsRoutes(c.projects));
-  api.use('/provider-keys', auth, providerKeysRoutes(c.providerKeys));
-  api.use('/api-tokens', auth, apiTokensRoutes(c.apiTokens));
-  api.use('/audit-events', auth, auditRoutes(c.audit));
+  api.use('/auth', routeBase, authRoutes(c.auth, auth));
+  api.use('/users', routeBase, auth, usersRoutes(c.users));
+  api.use('/projects', routeBase, auth, projectsRoutes(c.projects));
+  api.use('/provider-keys', routeBase, auth, providerKeysRoutes(c.providerKeys));
+  api.use('/api-tokens', routeBase, auth, apiTokensRoutes(c.apiTokens));
+  api.use('/audit-events', routeBase, auth, auditRoutes(c.audit));
   app.use('/api/v1', api);
 
   app.use(notFoundRoute);

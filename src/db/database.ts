@@ -96,7 +96,12 @@ class GroupCommitter {
     const outcomes: Array<{ ok: true; result: unknown; hooks: Array<() => void> } | { ok: false; err: unknown }> = [];
     try {
       await qr.startTransaction();
+      // Take the write lock first, as BEGIN IMMEDIATE would: a deferred transaction that reads and then writes fails at
+      // once with SQLITE_BUSY when another process (`pkv keyring rotate`, a second server) writes meanwhile; this waits
+      // its turn under busy_timeout instead.
+      await qr.query('DELETE FROM pkv_migrations WHERE 0');
     } catch (err) {
+      await qr.rollbackTransaction().catch(() => undefined);
       for (const job of batch) job.reject(err);
       return;
     }
@@ -138,6 +143,8 @@ export class Database {
   constructor(
     readonly kind: DatabaseConfig['kind'],
     readonly dataSource: DataSource,
+    /** SQLite only: a second connection for reads, so they never queue behind a commit (WAL readers see committed data). */
+    private readonly readSource?: DataSource,
   ) {
     this.group = new GroupCommitter(dataSource, this.mutex);
   }
@@ -170,8 +177,7 @@ export class Database {
 
   /** Runs reads outside a transaction (still serialized on SQLite's single connection). */
   read<T>(fn: (m: EntityManager) => Promise<T>): Promise<T> {
-    if (this.kind === 'sqlite') return this.guard(() => this.mutex.run(() => fn(this.dataSource.manager)));
-    return this.guard(() => fn(this.dataSource.manager));
+    return this.guard(() => fn((this.readSource ?? this.dataSource).manager));
   }
 
   async ping(): Promise<void> {
@@ -188,6 +194,7 @@ export class Database {
   }
 
   async close(): Promise<void> {
+    if (this.readSource?.isInitialized) await this.readSource.destroy();
     if (this.dataSource.isInitialized) await this.dataSource.destroy();
   }
 
@@ -234,9 +241,12 @@ export function createDataSource(config: DatabaseConfig): DataSource {
 /** Opens the database. The embedded SQLite default migrates itself; MySQL must be migrated explicitly (`pkv migrate`). */
 export async function openDatabase(config: DatabaseConfig): Promise<Database> {
   const ds = createDataSource(config);
+  const readDs = config.kind === 'sqlite' ? createDataSource(config) : undefined;
   try {
     await ds.initialize();
+    await readDs?.initialize();
   } catch (err) {
+    if (ds.isInitialized) await ds.destroy();
     throw new UnavailableError(`cannot open the ${config.kind} database`, err);
   }
   if (config.kind === 'sqlite') {
@@ -246,5 +256,5 @@ export async function openDatabase(config: DatabaseConfig): Promise<Database> {
       /* best effort: a read-only mount keeps its own mode */
     }
   }
-  return new Database(config.kind, ds);
+  return new Database(config.kind, ds, readDs);
 }

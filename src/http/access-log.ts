@@ -6,7 +6,8 @@ export function accessLog(logger: Logger): RequestHandler {
   return (req, res, next) => {
     const started = process.hrtime.bigint();
     res.on('finish', () => {
-      const route = req.route?.path ? `${req.baseUrl}${req.route.path === '/' ? '' : req.route.path}` || '/' : '(unmatched)';
+      const base = typeof res.locals.routeBase === 'string' ? res.locals.routeBase : req.baseUrl;
+      const route = req.route?.path ? `${base}${req.route.path === '/' ? '' : req.route.path}` || '/' : '(unmatched)';
       logger.info('request', {
         event: 'http.access',
         method: req.method,
@@ -20,3 +21,9 @@ export function accessLog(logger: Logger): RequestHandler {
     next();
   };
 }
+
+/** Remembers where a router is mounted: an error unwinds the routers, resetting req.baseUrl before the line is written. */
+export const routeBase: RequestHandler = (req, res, next) => {
+  res.locals.routeBase = req.baseUrl;
+  next();
+};

@@ -3,16 +3,22 @@ import type { Page } from '../../http/pagination';
 import { UserEntity } from '../users/user.entity';
 import { ApiTokenEntity } from './api-token.entity';
 
+export type TokenAuth = Pick<ApiTokenEntity, 'id' | 'userId' | 'scopes' | 'expiresAt' | 'revokedAt'>;
+
 export class ApiTokensRepository {
-  /** The token and its user's current row in one indexed lookup by hash. */
-  async findByHashWithUser(m: EntityManager, tokenHash: string): Promise<{ token: ApiTokenEntity; user: UserEntity } | null> {
-    const token = await m
-      .createQueryBuilder(ApiTokenEntity, 't')
-      .where('t.token_hash = :tokenHash', { tokenHash })
-      .getOne();
-    if (!token) return null;
-    const user = await m.findOneBy(UserEntity, { id: token.userId });
-    return user ? { token, user } : null;
+  /** The token and its user's current row: one indexed lookup by hash, no ORM hydration (hot path). */
+  async findByHashWithUser(m: EntityManager, tokenHash: string): Promise<{ token: TokenAuth; user: Pick<UserEntity, 'id' | 'username' | 'role' | 'status'> } | null> {
+    const rows: Array<Record<string, string | number | null>> = await m.query(
+      'SELECT t.id, t.scopes, t.expires_at AS expiresAt, t.revoked_at AS revokedAt, u.id AS userId, u.username, u.role, u.status ' +
+        'FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?',
+      [tokenHash],
+    );
+    const r = rows[0];
+    if (!r) return null;
+    return {
+      token: { id: String(r.id), userId: String(r.userId), scopes: String(r.scopes), expiresAt: new Date(Number(r.expiresAt)), revokedAt: r.revokedAt == null ? null : new Date(Number(r.revokedAt)) },
+      user: { id: String(r.userId), username: String(r.username), role: r.role as UserEntity['role'], status: r.status as UserEntity['status'] },
+    };
   }
 
   findById(m: EntityManager, id: string): Promise<ApiTokenEntity | null> {

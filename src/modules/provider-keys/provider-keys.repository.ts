@@ -2,6 +2,39 @@ import type { EntityManager } from 'typeorm';
 import type { Page } from '../../http/pagination';
 import { ProviderKeyEntity } from './provider-key.entity';
 
+type RawKey = Record<string, unknown>;
+
+const ms = (v: unknown) => (v == null ? null : new Date(Number(v)));
+const buf = (v: unknown) => (v == null ? null : Buffer.isBuffer(v) ? v : Buffer.from(v as Uint8Array));
+
+function fromRaw(r: RawKey): ProviderKeyEntity {
+  return Object.assign(new ProviderKeyEntity(), {
+    id: r.id,
+    name: r.name,
+    provider: r.provider,
+    hint: r.hint,
+    status: r.status,
+    ownerId: r.owner_id,
+    projectId: r.project_id,
+    remark: r.remark ?? null,
+    createdBy: r.created_by,
+    createdAt: ms(r.created_at),
+    updatedAt: ms(r.updated_at),
+    expiresAt: ms(r.expires_at),
+    lastRevealedAt: ms(r.last_revealed_at),
+    revealCount: Number(r.reveal_count),
+    formatVersion: Number(r.format_version),
+    kekVersion: r.kek_version == null ? null : Number(r.kek_version),
+    wrappedDek: buf(r.wrapped_dek),
+    dekIv: buf(r.dek_iv),
+    dekTag: buf(r.dek_tag),
+    secretCiphertext: buf(r.secret_ciphertext),
+    secretIv: buf(r.secret_iv),
+    secretTag: buf(r.secret_tag),
+    fingerprint: r.fingerprint ?? null,
+  });
+}
+
 export interface KeyFilter {
   projectId?: string;
   ownerId?: string;
@@ -17,11 +50,14 @@ const METADATA = ['id', 'name', 'provider', 'hint', 'status', 'ownerId', 'projec
 const likeEscape = (s: string) => s.replace(/[!%_]/g, (c) => `!${c}`);
 
 export class ProviderKeysRepository {
-  /** With `forUpdate`, the row is locked until commit on MySQL (SQLite transactions are already serialized). */
-  findById(m: EntityManager, id: string, forUpdate = false): Promise<ProviderKeyEntity | null> {
-    const qb = m.createQueryBuilder(ProviderKeyEntity, 'k').where('k.id = :id', { id });
-    if (forUpdate && m.connection.options.type === 'mysql') qb.setLock('pessimistic_write');
-    return qb.getOne();
+  /**
+   * One row by id, without ORM hydration (the reveal's hot path). With `forUpdate` the row stays locked until
+   * commit on MySQL (SQLite transactions are already serialized).
+   */
+  async findById(m: EntityManager, id: string, forUpdate = false): Promise<ProviderKeyEntity | null> {
+    const lock = forUpdate && m.connection.options.type === 'mysql' ? ' FOR UPDATE' : '';
+    const rows: RawKey[] = await m.query(`SELECT * FROM provider_keys WHERE id = ?${lock}`, [id]);
+    return rows[0] ? fromRaw(rows[0]) : null;
   }
 
   findByFingerprint(m: EntityManager, fingerprint: string): Promise<Pick<ProviderKeyEntity, 'id'> | null> {
@@ -50,11 +86,6 @@ export class ProviderKeysRepository {
 
   /** Counts exactly under concurrency: the increment happens in the database, on the locked row. */
   async recordReveal(tx: EntityManager, id: string, at: Date): Promise<void> {
-    await tx
-      .createQueryBuilder()
-      .update(ProviderKeyEntity)
-      .set({ revealCount: () => 'reveal_count + 1', lastRevealedAt: at })
-      .where('id = :id', { id })
-      .execute();
+    await tx.query('UPDATE provider_keys SET reveal_count = reveal_count + 1, last_revealed_at = ? WHERE id = ?', [at.getTime(), id]);
   }
 }
