@@ -1,5 +1,7 @@
 import express from 'express';
 import helmet from 'helmet';
+import cookieParser from 'cookie-parser';
+import { consoleRoutes } from './http/console';
 import type { Container } from './container';
 import { accessLog, routeBase } from './http/access-log';
 import { authenticate } from './http/authenticate';
@@ -28,7 +30,27 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
   if (c.config.trustProxy !== undefined) app.set('trust proxy', c.config.trustProxy);
 
   app.use(requestId);
-  app.use(helmet({ contentSecurityPolicy: { useDefaults: true, directives: { 'script-src': ["'self'"], 'object-src': ["'none'"], 'frame-ancestors': ["'none'"] } } }));
+  app.use(
+    helmet({
+      contentSecurityPolicy: {
+        useDefaults: false,
+        // Strict: no inline script or style, nothing from elsewhere (the console ships every byte itself).
+        directives: {
+          'default-src': ["'self'"],
+          'script-src': ["'self'"],
+          'style-src': ["'self'"],
+          'img-src': ["'self'", 'data:'],
+          'font-src': ["'self'"],
+          'connect-src': ["'self'"],
+          'object-src': ["'none'"],
+          'base-uri': ["'none'"],
+          'form-action': ["'self'"],
+          'frame-ancestors': ["'none'"],
+        },
+      },
+      frameguard: { action: 'deny' },
+    }),
+  );
   app.use(accessLog(c.logger));
 
   const health = express.Router();
@@ -54,6 +76,7 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
     next();
   });
   api.use(health);
+  api.use(cookieParser());
   api.use(jsonBody('64kb'));
   const auth = authenticate(c.auth, c.apiTokens);
   api.use('/auth', routeBase, authRoutes(c.auth, auth));
@@ -63,6 +86,7 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
   api.use('/api-tokens', routeBase, auth, apiTokensRoutes(c.apiTokens));
   api.use('/audit-events', routeBase, auth, auditRoutes(c.audit));
   app.use('/api/v1', api);
+  app.use(consoleRoutes());
 
   app.use(notFoundRoute);
   app.use(errorHandler(c.logger));

@@ -1,11 +1,16 @@
 import type { Request, RequestHandler, Response } from 'express';
-import { UnauthorizedError } from '../errors';
+import { ForbiddenError, UnauthorizedError } from '../errors';
 import type { Actor } from '../modules/auth/actor';
 import type { ClientInfo } from '../modules/auth/auth.service';
 
 export interface CredentialVerifier {
-  authenticateSession(token: string, client: ClientInfo): Promise<Actor>;
+  authenticateSession(token: string, client: ClientInfo, viaCookie?: boolean): Promise<Actor>;
+  checkCsrf(actor: Actor, presented: string | undefined): boolean;
 }
+
+/** The web console's session cookie: HttpOnly, SameSite=Strict, Secure when served over TLS. */
+export const SESSION_COOKIE = 'pkv_session';
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 export interface ApiTokenVerifier {
   authenticate(token: string, client: ClientInfo): Promise<Actor>;
 }
@@ -27,10 +32,19 @@ function credentialOf(req: Request): string | undefined {
 /** Resolves the caller into res.locals.actor, or answers 401 with one message for every kind of bad credential. */
 export function authenticate(sessions: CredentialVerifier, apiTokens: ApiTokenVerifier): RequestHandler {
   return async (req, res, next) => {
-    const credential = credentialOf(req);
+    const header = credentialOf(req);
+    const cookie = header ? undefined : (req.cookies as Record<string, string> | undefined)?.[SESSION_COOKIE];
+    const credential = header ?? cookie;
     if (!credential || credential.length > 4096) throw new UnauthorizedError();
     const client = clientOf(req, res);
-    const actor = credential.startsWith('pkv_') ? await apiTokens.authenticate(credential, client) : await sessions.authenticateSession(credential, client);
+    const actor = cookie
+      ? await sessions.authenticateSession(cookie, client, true)
+      : credential.startsWith('pkv_')
+        ? await apiTokens.authenticate(credential, client)
+        : await sessions.authenticateSession(credential, client);
+    if (cookie && !SAFE_METHODS.has(req.method) && !sessions.checkCsrf(actor, req.get('x-csrf-token'))) {
+      throw new ForbiddenError('Missing or wrong CSRF token');
+    }
     res.locals.actor = actor;
     next();
   };

@@ -58,24 +58,43 @@ export function swapSubject(token: string, sub: string): string {
 
 export const bearer = (token: string): Headers => ({ Authorization: `Bearer ${token}` });
 
-export interface Credential {
-  story: string;
-  headers: Headers;
-}
+/** Credentials that must be refused with 401, each differing from an accepted one in one way. */
+export const REFUSED_CREDENTIALS = [
+  'no credentials',
+  'a non-Bearer Authorization scheme',
+  'an empty Bearer token',
+  'an over-long Bearer token',
+  'an expired session JWT',
+  'a session JWT with a tampered signature',
+  'a session JWT whose payload was edited after signing',
+  'an alg:none session JWT',
+  'an HS512 session JWT signed with the right secret',
+  'a session JWT for another audience',
+  'a session JWT from another issuer',
+  'a session JWT signed with another secret',
+  'a session JWT whose session epoch is not a number',
+  'a session JWT for a user that does not exist',
+  'a logged-out session',
+  'the session of a user disabled after signing in',
+  'the API token of a disabled user',
+  'a session issued before an admin set a new password',
+  'a revoked API token',
+  'an expired API token',
+  'an API token that was never issued',
+  'two different credentials at once',
+] as const;
+export type RefusedCredential = (typeof REFUSED_CREDENTIALS)[number];
 
 export interface RefusedCredentials {
-  /** Every credential that must be refused with 401, each differing from an accepted one in one way. */
-  refused: Credential[];
+  headers: Record<RefusedCredential, () => Headers>;
   /** A crafted session that must be accepted: proves the crafted ones fail for the one reason they are built with. */
   control: Headers;
-  /** The users behind these credentials (so a suite can tell them apart from its own). */
-  userIds: string[];
   /** Tokens and passwords these credentials carry, for the log check. */
   secrets: string[];
 }
 
 /**
- * Builds dead and forged credentials for admins (so the only possible reason for a refusal is the credential).
+ * Builds dead and forged credentials of admins (so the only possible reason for a refusal is the credential).
  * `admin` must be an active admin; it disables, logs out and revokes through the real API.
  */
 export async function refusedCredentials(ctx: TestContext, admin: TestUser): Promise<RefusedCredentials> {
@@ -99,35 +118,45 @@ export async function refusedCredentials(ctx: TestContext, admin: TestUser): Pro
   await ctx.db.transaction((m) => m.query('UPDATE api_tokens SET expires_at = ? WHERE id = ?', [Date.now() - 60_000, expired.id]));
   const neverIssued = `pkv_${crypto.randomBytes(32).toString('base64url')}`;
 
-  const refused: Credential[] = [
-    { story: 'no credentials', headers: {} },
-    { story: 'a non-Bearer Authorization scheme', headers: { Authorization: `Basic ${Buffer.from(`${victim.username}:${victim.password}`).toString('base64')}` } },
-    { story: 'an empty Bearer token', headers: { Authorization: 'Bearer ' } },
-    { story: 'an expired session JWT', headers: bearer(craftSession(ctx, victim.id, { expiresIn: -60 })) },
-    { story: 'a session JWT with a tampered signature', headers: bearer(tamperSignature(craftSession(ctx, victim.id))) },
-    { story: 'a session JWT whose payload was edited after signing', headers: bearer(swapSubject(craftSession(ctx, reset.id), victim.id)) },
-    { story: 'an alg:none session JWT', headers: bearer(unsignedSession(victim.id)) },
-    { story: 'an HS512 session JWT signed with the right secret', headers: bearer(craftSession(ctx, victim.id, { algorithm: 'HS512' })) },
-    { story: 'a session JWT for another audience', headers: bearer(craftSession(ctx, victim.id, { audience: 'another-api' })) },
-    { story: 'a session JWT from another issuer', headers: bearer(craftSession(ctx, victim.id, { issuer: 'someone-else' })) },
-    { story: 'a session JWT signed with another secret', headers: bearer(craftSession(ctx, victim.id, { secret: crypto.randomBytes(48) })) },
-    { story: 'a session JWT whose session epoch is not a number', headers: bearer(craftSession(ctx, victim.id, { ep: '0' })) },
-    { story: 'a session JWT for a user that does not exist', headers: bearer(craftSession(ctx, '01890000-0000-7000-8000-000000000000')) },
-    { story: 'a logged-out session', headers: bearer(otherSession) },
-    { story: 'the session of a user disabled after signing in', headers: disabled.auth },
-    { story: 'the API token of a disabled user', headers: disabledToken.auth },
-    { story: 'a session issued before an admin set a new password', headers: reset.auth },
-    { story: 'a revoked API token', headers: revoked.auth },
-    { story: 'an expired API token', headers: expired.auth },
-    { story: 'an API token that was never issued', headers: { 'X-API-Key': neverIssued } },
-    { story: 'two different credentials at once', headers: { ...victim.auth, 'X-API-Key': expired.token } },
-  ];
+  // Functions: crafted tokens are signed afresh (new jti) for every request, so one route cannot use up another's.
+  const headers: Record<RefusedCredential, () => Headers> = {
+    'no credentials': () => ({}),
+    'a non-Bearer Authorization scheme': () => ({ Authorization: `Basic ${Buffer.from(`${victim.username}:${victim.password}`).toString('base64')}` }),
+    'an empty Bearer token': () => ({ Authorization: 'Bearer ' }),
+    'an over-long Bearer token': () => bearer(`${craftSession(ctx, victim.id)}${'A'.repeat(5000)}`),
+    'an expired session JWT': () => bearer(craftSession(ctx, victim.id, { expiresIn: -60 })),
+    'a session JWT with a tampered signature': () => bearer(tamperSignature(craftSession(ctx, victim.id))),
+    'a session JWT whose payload was edited after signing': () => bearer(swapSubject(craftSession(ctx, reset.id), victim.id)),
+    'an alg:none session JWT': () => bearer(unsignedSession(victim.id)),
+    'an HS512 session JWT signed with the right secret': () => bearer(craftSession(ctx, victim.id, { algorithm: 'HS512' })),
+    'a session JWT for another audience': () => bearer(craftSession(ctx, victim.id, { audience: 'another-api' })),
+    'a session JWT from another issuer': () => bearer(craftSession(ctx, victim.id, { issuer: 'someone-else' })),
+    'a session JWT signed with another secret': () => bearer(craftSession(ctx, victim.id, { secret: crypto.randomBytes(48) })),
+    'a session JWT whose session epoch is not a number': () => bearer(craftSession(ctx, victim.id, { ep: '0' })),
+    'a session JWT for a user that does not exist': () => bearer(craftSession(ctx, '01890000-0000-7000-8000-000000000000')),
+    'a logged-out session': () => bearer(otherSession),
+    'the session of a user disabled after signing in': () => disabled.auth,
+    'the API token of a disabled user': () => disabledToken.auth,
+    'a session issued before an admin set a new password': () => reset.auth,
+    'a revoked API token': () => revoked.auth,
+    'an expired API token': () => expired.auth,
+    'an API token that was never issued': () => ({ 'X-API-Key': neverIssued }),
+    'two different credentials at once': () => ({ ...victim.auth, 'X-API-Key': expired.token }),
+  };
   return {
-    refused,
+    headers,
     control,
-    userIds: [victim.id, disabled.id, reset.id],
     secrets: [victim.password, victim.token, otherSession, disabled.password, disabled.token, disabledToken.token, reset.password, reset.token, newPassword, revoked.token, expired.token, neverIssued],
   };
+}
+
+/** Runs one refused credential against one route: 401, the one error shape, and not a row written anywhere. */
+export async function expectRefused(ctx: TestContext, r: RouteCase, headers: Headers): Promise<void> {
+  const before = await writeCounts(ctx);
+  const res = await call(ctx, r, headers);
+  expectError(res, 401, 'unauthorized');
+  expect(res.body.error.message).toBe('Authentication required');
+  expect(await writeCounts(ctx)).toEqual(before);
 }
 
 export function expectStatus(res: Response, status: number): void {
@@ -204,7 +233,7 @@ export async function walk(ctx: TestContext, path: string, headers: Headers, lim
   let cursor: string | null = null;
   do {
     const sep = path.includes('?') ? '&' : '?';
-    const res = await ctx.http().get(`${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`).set(headers);
+    const res: Response = await ctx.http().get(`${path}${sep}limit=${limit}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`).set(headers);
     expectStatus(res, 200);
     expect(Object.keys(res.body).sort()).toEqual(['items', 'nextCursor']);
     expect(res.body.items.length).toBeLessThanOrEqual(limit);

@@ -23,7 +23,7 @@ export interface Actor {
   rights: ReadonlySet<Scope>;
   tokenScopes?: readonly Scope[];
   apiTokenId?: string;
-  session?: { jti: string; expiresAt: Date };
+  session?: { jti: string; expiresAt: Date; viaCookie?: boolean };
   ip: string | null;
   userAgent: string | null;
   requestId: string | null;

@@ -1,5 +1,5 @@
 import { Router, RequestHandler } from 'express';
-import { actorOf, clientOf } from '../../http/authenticate';
+import { actorOf, clientOf, SESSION_COOKIE } from '../../http/authenticate';
 import { parse } from '../../http/validate';
 import type { AuthService } from './auth.service';
 import { changePasswordBody, loginBody } from './auth.schemas';
@@ -11,17 +11,33 @@ export function authRoutes(auth: AuthService, authenticate: RequestHandler): Rou
     const body = parse(loginBody, req.body);
     const result = await auth.login(body.username, body.password, clientOf(req, res));
     res.setHeader('Cache-Control', 'no-store');
+    if (body.cookie) {
+      // The console's session is never readable by page scripts: the token goes only into an HttpOnly cookie.
+      res.cookie(SESSION_COOKIE, result.accessToken, { httpOnly: true, sameSite: 'strict', secure: req.secure, path: '/api/v1', maxAge: result.expiresIn * 1000 });
+      res.json({ tokenType: 'Cookie', expiresIn: result.expiresIn, user: result.user, csrfToken: auth.csrfForJti(result.jti) });
+      return;
+    }
     res.json({ accessToken: result.accessToken, tokenType: result.tokenType, expiresIn: result.expiresIn, user: result.user });
   });
 
-  r.post('/logout', authenticate, async (_req, res) => {
+  r.post('/logout', authenticate, async (req, res) => {
     await auth.logout(actorOf(res));
+    res.clearCookie(SESSION_COOKIE, { httpOnly: true, sameSite: 'strict', secure: req.secure, path: '/api/v1' });
     res.status(204).end();
   });
 
   r.get('/me', authenticate, (_req, res) => {
     const a = actorOf(res);
-    res.json({ id: a.userId, username: a.username, role: a.role, status: 'active', via: a.via, ...(a.tokenScopes ? { scopes: a.tokenScopes, apiTokenId: a.apiTokenId } : {}) });
+    const csrfToken = auth.csrfTokenFor(a);
+    res.json({
+      id: a.userId,
+      username: a.username,
+      role: a.role,
+      status: 'active',
+      via: a.via,
+      ...(a.tokenScopes ? { scopes: a.tokenScopes, apiTokenId: a.apiTokenId } : {}),
+      ...(csrfToken ? { csrfToken } : {}),
+    });
   });
 
   r.post('/password', authenticate, async (req, res) => {

@@ -4,6 +4,8 @@ import { password } from '../users/users.schemas';
 export const loginBody = z.strictObject({
   username: z.string().min(1, 'must not be empty').max(128),
   password: z.string().min(1, 'must not be empty').max(1024),
+  /** The web console asks for an HttpOnly cookie instead of a token in the body. */
+  cookie: z.boolean().optional(),
 });
 
 export const changePasswordBody = z.strictObject({

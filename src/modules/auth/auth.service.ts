@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import type { Database } from '../../db/database';
 import { isUniqueViolation } from '../../db/database';
 import { ForbiddenError, RateLimitedError, UnauthorizedError } from '../../errors';
@@ -17,6 +18,7 @@ export interface ClientInfo {
 }
 
 export interface LoginResult {
+  jti: string;
   accessToken: string;
   tokenType: 'Bearer';
   expiresIn: number;
@@ -39,8 +41,9 @@ export class AuthService {
   ) {}
 
   /** Unknown user, wrong password and disabled user answer alike and take the same time (one scrypt each). */
-  async login(username: string, password: string, client: ClientInfo): Promise<LoginResult> {
-    const userIpKey = `${username.toLowerCase()}|${client.ip ?? ''}`;
+  async login(rawUsername: string, password: string, client: ClientInfo): Promise<LoginResult> {
+    const username = rawUsername.toLowerCase();
+    const userIpKey = `${username}|${client.ip ?? ''}`;
     const ipKey = client.ip ?? '';
     const wait = (await blockedFor(this.limits.loginByUserIp, userIpKey)) ?? (await blockedFor(this.limits.loginByIp, ipKey));
     const user = await this.db.read((m) => this.users.findByUsername(m, username));
@@ -60,16 +63,27 @@ export class AuthService {
     const issued = this.sessions.issue(user.id, user.sessionEpoch);
     const actor = this.actorFor(user, { jti: issued.jti, expiresAt: issued.expiresAt }, client);
     await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.login', 'success'));
-    return { accessToken: issued.token, tokenType: 'Bearer', expiresIn: this.sessions.ttlSeconds, expiresAt: issued.expiresAt, user: toUser(user) };
+    return { jti: issued.jti, accessToken: issued.token, tokenType: 'Bearer', expiresIn: this.sessions.ttlSeconds, expiresAt: issued.expiresAt, user: toUser(user) };
   }
 
   /** Verifies a session JWT against the user's current row: disabled users, logged-out and pre-password-change sessions die here. */
-  async authenticateSession(token: string, client: ClientInfo): Promise<Actor> {
+  async authenticateSession(token: string, client: ClientInfo, viaCookie = false): Promise<Actor> {
     const claims = this.sessions.verify(token);
     if (!claims) throw new UnauthorizedError();
     const found = await this.db.read((m) => this.users.findForSession(m, claims.sub, claims.jti));
     if (!found || found.revoked || found.user.status !== 'active' || found.user.sessionEpoch !== claims.ep) throw new UnauthorizedError();
-    return this.actorFor(found.user, { jti: claims.jti, expiresAt: new Date(claims.exp * 1000) }, client);
+    return this.actorFor(found.user, { jti: claims.jti, expiresAt: new Date(claims.exp * 1000), viaCookie }, client);
+  }
+
+  csrfTokenFor(actor: Actor): string | undefined {
+    return actor.session?.viaCookie ? this.sessions.csrfFor(actor.session.jti) : undefined;
+  }
+
+  /** A cookie-carried session may change state only with its CSRF token (double defence with SameSite=Strict). */
+  checkCsrf(actor: Actor, presented: string | undefined): boolean {
+    const expected = this.csrfTokenFor(actor);
+    if (!expected) return true;
+    return presented !== undefined && presented.length === expected.length && crypto.timingSafeEqual(Buffer.from(presented), Buffer.from(expected));
   }
 
   async logout(actor: Actor): Promise<void> {
@@ -111,6 +125,10 @@ export class AuthService {
     await this.db.transaction((tx) =>
       tx.createQueryBuilder().delete().from(RevokedSessionEntity).where('expires_at < :now', { now: now.getTime() }).execute(),
     );
+  }
+
+  csrfForJti(jti: string): string {
+    return this.sessions.csrfFor(jti);
   }
 
   private actorFor(user: { id: string; username: string; role: Actor['role'] }, session: Actor['session'], client: ClientInfo): Actor {

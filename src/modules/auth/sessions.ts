@@ -34,6 +34,11 @@ export class SessionTokens {
     return { token, jti, expiresAt: new Date(exp * 1000) };
   }
 
+  /** The console's CSRF token for a cookie session: derived from its jti, so any instance can check it statelessly. */
+  csrfFor(jti: string): string {
+    return crypto.createHmac('sha256', this.secret).update(`csrf|${jti}`).digest('base64url');
+  }
+
   /** Returns the claims, or undefined for anything not issued by us and current. Errors are not distinguished on purpose. */
   verify(token: string): SessionClaims | undefined {
     try {

@@ -8,8 +8,9 @@ export class ProjectsRepository {
     return m.findOneBy(ProjectEntity, { id });
   }
 
+  /** Project names are unique regardless of case, on SQLite as on MySQL's case-insensitive collation. */
   findByName(m: EntityManager, name: string): Promise<ProjectEntity | null> {
-    return m.findOneBy(ProjectEntity, { name });
+    return m.createQueryBuilder(ProjectEntity, 'p').where('LOWER(p.name) = LOWER(:name)', { name }).getOne();
   }
 
   /** A member sees a project only while it holds one of their live keys. */

@@ -68,7 +68,8 @@ export class ProjectsService {
         if (!can(actor, 'projects:write')) throw new ForbiddenError('Changing projects needs the projects:write right');
         const patch: Partial<ProjectEntity> = { updatedAt: new Date() };
         if (input.name !== undefined && input.name !== p.name) {
-          if (await this.projects.findByName(tx, input.name)) throw taken(input.name);
+          const clash = await this.projects.findByName(tx, input.name);
+          if (clash && clash.id !== id) throw taken(input.name);
           patch.name = input.name;
         }
         if (input.description !== undefined) patch.description = input.description || null;

@@ -9,8 +9,9 @@ export class UsersRepository {
     return m.findOneBy(UserEntity, { id });
   }
 
+  /** Usernames are stored lower-case, so lookups ignore case alike on SQLite and MySQL. */
   findByUsername(m: EntityManager, username: string): Promise<UserEntity | null> {
-    return m.findOneBy(UserEntity, { username });
+    return m.findOneBy(UserEntity, { username: username.toLowerCase() });
   }
 
   /** The user behind a session and whether that session was logged out: one round trip, no ORM hydration (hot path). */

@@ -60,7 +60,7 @@ export class UsersService {
     const now = new Date();
     const user = Object.assign(new UserEntity(), {
       id: newId(),
-      username: input.username,
+      username: input.username.toLowerCase(),
       displayName: input.displayName || null,
       role: input.role,
       status: 'active' as const,
@@ -71,12 +71,12 @@ export class UsersService {
     });
     try {
       await this.db.transaction(async (tx) => {
-        if (await this.users.findByUsername(tx, input.username)) throw new ConflictError(`Username "${input.username}" is taken`);
+        if (await this.users.findByUsername(tx, user.username)) throw new ConflictError(`Username "${user.username}" is taken`);
         await this.users.insert(tx, user);
         await this.audit.record(tx, actor, 'user.create', 'success', {}, { detail: { userId: user.id, username: user.username, role: user.role } });
       });
     } catch (err) {
-      if (isUniqueViolation(err)) throw new ConflictError(`Username "${input.username}" is taken`);
+      if (isUniqueViolation(err)) throw new ConflictError(`Username "${user.username}" is taken`);
       throw err;
     }
     return toUser(user);
