@@ -239,7 +239,8 @@ export function loadConfig(env: RawEnv = process.env, options: LoadOptions = {})
   if (e.PKV_MASTER_KEYS) masterKeys = parseKeyring(e.PKV_MASTER_KEYS, 'PKV_MASTER_KEYS', problems);
   else if (e.PKV_MASTER_KEY) {
     const key = decodeKey(e.PKV_MASTER_KEY);
-    if (!key || key.length !== 32) problems.push('PKV_MASTER_KEY: must be a base64 key of exactly 32 bytes');
+    if (!key) problems.push('PKV_MASTER_KEY: version 1 key is not valid base64');
+    else if (key.length !== 32) problems.push(`PKV_MASTER_KEY: version 1 key must be exactly 32 bytes, got ${key.length}`);
     else masterKeys = [{ version: 1, key }];
   } else if (production) {
     problems.push('PKV_MASTER_KEYS: required when NODE_ENV=production (no key is ever generated in production)');

@@ -59,15 +59,15 @@ export class KeyringRotation {
       for (let after = ''; ; ) {
         const batch = await this.db.transaction(async (tx) => {
           const rows = await this.staleBatch(tx, toVersion, after, batchSize);
-          let moved = 0;
-          for (const row of rows) moved += await this.rewrapRow(tx, row, toVersion);
-          return { rows, moved };
+          return { rows, moved: await this.rewrapBatch(tx, rows, toVersion) };
         });
         result.providerKeys += batch.moved;
         result.skipped += batch.rows.length - batch.moved;
         report();
         if (batch.rows.length < batchSize) break;
         after = batch.rows[batch.rows.length - 1].id;
+        // Let the event loop breathe between batches (better-sqlite3 is synchronous): a server keeps answering.
+        await new Promise((resolve) => setImmediate(resolve));
       }
       result.seconds = (Date.now() - started) / 1000;
       await this.db.transaction((tx) => this.audit.record(tx, actor, 'keyring.rotate', 'success', {}, { detail: { ...result } }));
@@ -91,15 +91,29 @@ export class KeyringRotation {
     return qb.getMany();
   }
 
-  private async rewrapRow(tx: EntityManager, row: DekRow, toVersion: number): Promise<number> {
-    const w = this.envelope.rewrap(row.id, { ...row, formatVersion: 1, secretCiphertext: null, secretIv: null, secretTag: null }, toVersion);
-    const res = await tx
-      .createQueryBuilder()
-      .update(ProviderKeyEntity)
-      .set({ kekVersion: w.kekVersion, wrappedDek: w.wrappedDek, dekIv: w.dekIv, dekTag: w.dekTag })
-      .where('id = :id AND kek_version = :from', { id: row.id, from: row.kekVersion })
-      .execute();
-    return res.affected ?? 1;
+  /**
+   * One UPDATE for the whole batch (CASE by id). The rows were read locked (FOR UPDATE on MySQL; SQLite's write
+   * transaction is exclusive), and each arm still requires the version it was read with.
+   */
+  private async rewrapBatch(tx: EntityManager, rows: DekRow[], toVersion: number): Promise<number> {
+    if (rows.length === 0) return 0;
+    const arms = { kek: [] as unknown[], dek: [] as unknown[], iv: [] as unknown[], tag: [] as unknown[] };
+    const guard: unknown[] = [];
+    for (const row of rows) {
+      const w = this.envelope.rewrap(row.id, { ...row, formatVersion: 1, secretCiphertext: null, secretIv: null, secretTag: null }, toVersion);
+      arms.kek.push(row.id, w.kekVersion);
+      arms.dek.push(row.id, w.wrappedDek);
+      arms.iv.push(row.id, w.dekIv);
+      arms.tag.push(row.id, w.dekTag);
+      guard.push(row.id, row.kekVersion);
+    }
+    const kase = (col: string) => `CASE id ${rows.map(() => 'WHEN ? THEN ?').join(' ')} ELSE ${col} END`;
+    const sql =
+      `UPDATE provider_keys SET kek_version = ${kase('kek_version')}, wrapped_dek = ${kase('wrapped_dek')}, ` +
+      `dek_iv = ${kase('dek_iv')}, dek_tag = ${kase('dek_tag')} WHERE ${rows.map(() => '(id = ? AND kek_version = ?)').join(' OR ')}`;
+    const res: unknown = await tx.query(sql, [...arms.kek, ...arms.dek, ...arms.iv, ...arms.tag, ...guard]);
+    const affected = (res as { affectedRows?: number; changes?: number } | undefined)?.affectedRows ?? (res as { changes?: number } | undefined)?.changes;
+    return typeof affected === 'number' ? affected : rows.length;
   }
 
   private async rotateSystemKeys(tx: EntityManager, toVersion: number): Promise<number> {

@@ -111,10 +111,12 @@ export class AuditChain {
     let prev = GENESIS;
     let checked = 0;
     const fail = async (firstBadId: string | null, reason: string): Promise<VerifyResult> => ({ ok: false, checked, firstBadId, reason, head, unsealed: await this.countUnsealed() });
-    for (let after = 0; ; ) {
+    // Starts below 1: a row forged with seq 0 or less would otherwise be skipped, yet still listed and exported.
+    for (let after = Number.MIN_SAFE_INTEGER; ; ) {
       const rows = await this.db.read((m) => m.createQueryBuilder(AuditEventEntity, 'e').where('e.seq > :after', { after }).orderBy('e.seq', 'ASC').limit(VERIFY_BATCH).getMany());
       for (const row of rows) {
         const seq = row.seq as number;
+        if (seq < 1) return fail(row.id, `sequence number ${seq} is before the start of the chain (inserted row)`);
         if (seq !== checked + 1) return fail(row.id, seq > checked + 1 ? `rows ${checked + 1}–${seq - 1} of the chain are missing (deleted)` : `sequence number ${seq} repeats`);
         if (!safeEq(rowMac(this.key, row), row.rowMac)) return fail(row.id, `row ${seq} was changed after it was written`);
         if (!row.chainHash || !safeEq(chainLink(this.key, prev, seq, row.rowMac), row.chainHash)) return fail(row.id, `row ${seq} does not link to row ${seq - 1} (inserted, reordered or altered chain)`);
