@@ -135,3 +135,12 @@ export function storedNeedles(row: StoredKeyRow): string[] {
 export function firstLeak(haystack: string, needles: string[]): string | undefined {
   return needles.find((n) => n.length > 0 && haystack.includes(n));
 }
+
+/** AES-256-GCM encrypt with node:crypto and a fresh random IV: what an attacker holding the master key could write. */
+export function nodeGcmSeal(key: Buffer, plaintext: Buffer, aad: Buffer): { iv: Buffer; ciphertext: Buffer; tag: Buffer } {
+  const iv = crypto.randomBytes(12);
+  const c = crypto.createCipheriv('aes-256-gcm', key, iv, { authTagLength: 16 });
+  c.setAAD(aad);
+  const ciphertext = Buffer.concat([c.update(plaintext), c.final()]);
+  return { iv, ciphertext, tag: c.getAuthTag() };
+}

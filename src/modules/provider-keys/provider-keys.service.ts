@@ -187,6 +187,18 @@ export class ProviderKeysService {
 
   async update(actor: Actor, id: string, input: UpdateKeyInput): Promise<ProviderKey> {
     if (input.expiresAt && input.expiresAt.getTime() <= Date.now()) throw invalid('expiresAt', 'must be in the future');
+    try {
+      return await this.applyUpdate(actor, id, input);
+    } catch (err) {
+      if (err instanceof IntegrityError) {
+        // Moving a key whose stored bytes fail authentication: refused, and the failure is on the record.
+        await this.db.transaction((tx) => this.audit.record(tx, actor, 'provider_key.update', 'error', { keyId: id }, { detail: { why: 'integrity_check_failed' } }));
+      }
+      throw err;
+    }
+  }
+
+  private async applyUpdate(actor: Actor, id: string, input: UpdateKeyInput): Promise<ProviderKey> {
     return this.db.transaction(async (tx) => {
       const key = await this.findWritable(tx, actor, id);
       const patch: Partial<ProviderKeyEntity> = {};
@@ -302,7 +314,7 @@ export class ProviderKeysService {
   /** The key's audit trail, for its owner, admins and auditors. */
   async auditTrail(actor: Actor, id: string, page: Page): Promise<PageResult<AuditEvent>> {
     await this.db.read((m) => this.findVisibleTo(m, actor, id));
-    if (!can(actor, 'provider-keys:read')) throw new ForbiddenError('Reading a key’s trail needs the provider-keys:read right');
+    if (!can(actor, 'provider-keys:read') && !can(actor, 'audit:read')) throw new ForbiddenError('Reading a key’s trail needs the provider-keys:read or audit:read right');
     return this.audit.listForKey(id, page);
   }
 
