@@ -15,14 +15,19 @@ export interface SessionClaims {
 
 /** Session JWTs: HS256 pinned both ways, issuer and audience checked, short TTL, random jti for logout. */
 export class SessionTokens {
+  /** Built once: handed raw bytes, jsonwebtoken tries createPublicKey first and throws on every single verify. */
+  private readonly key: crypto.KeyObject;
+
   constructor(
     private readonly secret: Buffer,
     readonly ttlSeconds: number,
-  ) {}
+  ) {
+    this.key = crypto.createSecretKey(secret);
+  }
 
   issue(userId: string, epoch: number): { token: string; jti: string; expiresAt: Date } {
     const jti = crypto.randomBytes(18).toString('base64url');
-    const token = jwt.sign({ ep: epoch }, this.secret, {
+    const token = jwt.sign({ ep: epoch }, this.key, {
       algorithm: 'HS256',
       subject: userId,
       jwtid: jti,
@@ -42,7 +47,7 @@ export class SessionTokens {
   /** Returns the claims, or undefined for anything not issued by us and current. Errors are not distinguished on purpose. */
   verify(token: string): SessionClaims | undefined {
     try {
-      const claims = jwt.verify(token, this.secret, { algorithms: ['HS256'], issuer: ISSUER, audience: AUDIENCE, clockTolerance: 2 }) as jwt.JwtPayload;
+      const claims = jwt.verify(token, this.key, { algorithms: ['HS256'], issuer: ISSUER, audience: AUDIENCE, clockTolerance: 2 }) as jwt.JwtPayload;
       if (typeof claims.sub !== 'string' || typeof claims.jti !== 'string' || typeof claims.ep !== 'number' || typeof claims.exp !== 'number') return undefined;
       return claims as SessionClaims;
     } catch {
