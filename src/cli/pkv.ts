@@ -274,7 +274,12 @@ export function buildProgram(): Command {
         return d;
       };
       const filter = { from: when('from', opts.from), to: when('to', opts.to) };
-      const out: NodeJS.WritableStream = opts.out ? fs.createWriteStream(opts.out, { mode: 0o600 }) : process.stdout;
+      let out: NodeJS.WritableStream = process.stdout;
+      if (opts.out) {
+        const fd = fs.openSync(opts.out, 'w', 0o600);
+        fs.fchmodSync(fd, 0o600); // a file that already existed keeps its old mode on open: make it private before any row goes in
+        out = fs.createWriteStream(opts.out, { fd });
+      }
       let rows = 0;
       await withContainer(async (c) => {
         for await (const chunk of await c.audit.openExport(cliActor(null), filter, opts.format)) {

@@ -82,18 +82,29 @@ export class AuditChain {
   }
 
   private async sealBatch(tx: EntityManager): Promise<number> {
-    const headQb = tx.createQueryBuilder(AuditChainHeadEntity, 'h').where('h.id = 1');
-    if (tx.connection.options.type === 'mysql') headQb.setLock('pessimistic_write');
-    const head = await headQb.getOne();
+    const lock = tx.connection.options.type === 'mysql' ? ' FOR UPDATE' : '';
+    const [head] = (await tx.query(`SELECT seq, hash FROM audit_chain_head WHERE id = 1${lock}`)) as Array<{ seq: number | string; hash: string }>;
     if (!head) throw new Error('audit_chain_head row is missing');
-    const rows = await tx.createQueryBuilder(AuditEventEntity, 'e').where('e.seq IS NULL').orderBy('e.id', 'ASC').limit(SEAL_BATCH).getMany();
-    let { seq, hash } = head;
+    const rows = (await tx.query(`SELECT id, row_mac FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT ${SEAL_BATCH}`)) as Array<{ id: string; row_mac: string }>;
+    if (rows.length === 0) return 0;
+    let seq = Number(head.seq);
+    let hash = head.hash;
+    const seqArms: unknown[] = [];
+    const hashArms: unknown[] = [];
     for (const row of rows) {
       seq += 1;
-      hash = chainLink(this.key, hash, seq, row.rowMac);
-      await tx.update(AuditEventEntity, { id: row.id }, { seq, chainHash: hash });
+      hash = chainLink(this.key, hash, seq, row.row_mac);
+      seqArms.push(row.id, seq);
+      hashArms.push(row.id, hash);
     }
-    if (rows.length > 0) await tx.update(AuditChainHeadEntity, { id: 1 }, { seq, hash, updatedAt: new Date() });
+    // One statement for the batch: the sealer holds the head row's lock only briefly.
+    const kase = () => `CASE id ${rows.map(() => 'WHEN ? THEN ?').join(' ')} END`;
+    await tx.query(`UPDATE audit_events SET seq = ${kase()}, chain_hash = ${kase()} WHERE id IN (${rows.map(() => '?').join(', ')}) AND seq IS NULL`, [
+      ...seqArms,
+      ...hashArms,
+      ...rows.map((r) => r.id),
+    ]);
+    await tx.query('UPDATE audit_chain_head SET seq = ?, hash = ?, updated_at = ? WHERE id = 1', [seq, hash, Date.now()]);
     return rows.length;
   }
 
@@ -104,7 +115,8 @@ export class AuditChain {
 
   /**
    * Walks the sealed rows in seq order, recomputing every row MAC and link, then checks the unsealed tail's MACs.
-   * With `expected` (a head written down earlier), also reports a trail truncated below it.
+   * With `expected` (a head written down earlier), also reports a trail truncated below it. A sealer may extend the
+   * chain during the walk: the head read first must lie on the chain, and the head read last must not be behind it.
    */
   async verify(expected?: ChainHead): Promise<VerifyResult> {
     const head = await this.head();
@@ -122,12 +134,14 @@ export class AuditChain {
         if (!row.chainHash || !safeEq(chainLink(this.key, prev, seq, row.rowMac), row.chainHash)) return fail(row.id, `row ${seq} does not link to row ${seq - 1} (inserted, reordered or altered chain)`);
         prev = row.chainHash;
         checked = seq;
+        if (seq === head.seq && !safeEq(prev, head.hash)) return fail(null, 'the chain head does not match the last sealed row');
       }
       if (rows.length < VERIFY_BATCH) break;
       after = checked;
     }
     if (checked < head.seq) return fail(null, `the chain ends at ${checked} but its head says ${head.seq}: rows were removed from the tail`);
-    if (checked > head.seq || !safeEq(prev, head.hash)) return fail(null, 'the chain head does not match the last sealed row');
+    const last = await this.head();
+    if (last.seq < checked || (last.seq === checked && !safeEq(prev, last.hash))) return fail(null, 'the chain head does not match the last sealed row');
     if (expected && (expected.seq > checked || (expected.seq > 0 && !(await this.linkAt(expected.seq, expected.hash))))) {
       return fail(null, `the recorded head (seq ${expected.seq}) is no longer in the trail: it was truncated or rewritten`);
     }
@@ -135,7 +149,7 @@ export class AuditChain {
     for (const row of unsealed) {
       if (!safeEq(rowMac(this.key, row), row.rowMac)) return fail(row.id, 'an unsealed row was changed or forged');
     }
-    return { ok: true, checked, head, unsealed: unsealed.length };
+    return { ok: true, checked, head: { seq: checked, hash: prev }, unsealed: unsealed.length };
   }
 
   private async linkAt(seq: number, hash: string): Promise<boolean> {

@@ -246,6 +246,8 @@ export const en = {
   'users.usernameRule': 'Use 3–64 letters, digits, dots, dashes, underscores or @, starting with a letter or digit.',
   'users.passwordRule': 'The password must be at least 12 characters.',
   'users.editTitle': 'Edit {name}',
+  'users.taken': 'This username is already taken.',
+  'users.lastAdmin': 'This is the last active admin. Make another user an admin first.',
   'users.editConfirm': 'Save these changes to {name}?',
 
   'projects.title': 'Projects',
@@ -258,6 +260,8 @@ export const en = {
   'projects.deleted': 'Project “{name}” was deleted.',
   'projects.editConfirm': 'Save these changes to “{name}”?',
   'projects.viewKeys': 'Keys',
+  'projects.taken': 'A project with this name already exists.',
+  'projects.name': 'Project name',
 
   'tokens.title': 'API tokens',
   'tokens.intro': 'Tokens let scripts use the vault as you, narrowed to the scopes you choose. A new token is shown once; afterwards only its prefix.',
