@@ -8,7 +8,7 @@ const base = {
 
 const projects = [{ ...base, displayName: 'sqlite', setupFiles: ['<rootDir>/tests/support/db-sqlite.ts'] }];
 if (process.env.PKV_TEST_MYSQL_URL) {
-  projects.push({ ...base, displayName: 'mariadb', setupFiles: ['<rootDir>/tests/support/db-mysql.ts'], testPathIgnorePatterns: ['<rootDir>/tests/unit/'] });
+  projects.push({ ...base, displayName: 'mariadb', setupFiles: ['<rootDir>/tests/support/db-mysql.ts'], testPathIgnorePatterns: ['<rootDir>/tests/unit/', '<rootDir>/tests/e2e/'] });
 }
 
 module.exports = { projects, testTimeout: 60000, maxWorkers: 2 };

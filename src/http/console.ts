@@ -12,7 +12,8 @@ export function consoleRoutes(dir = CONSOLE_DIR): Router {
   r.use('/assets', express.static(path.join(dir, 'assets'), { immutable: true, maxAge: '365d', index: false, fallthrough: false }));
   r.use(express.static(dir, { index: false, maxAge: 0 }));
   r.get(/^\/(?!api\/|healthz$|readyz$).*/, (req, res, next) => {
-    if (!req.accepts('html') || !fs.existsSync(index)) return next();
+    // Only page loads, which ask for text/html explicitly: API clients and probes without an Accept header keep the 404 envelope.
+    if (!/\btext\/html\b/i.test(req.get('accept') ?? '') || !fs.existsSync(index)) return next();
     res.setHeader('Cache-Control', 'no-cache');
     res.sendFile(index);
   });

@@ -51,7 +51,10 @@ describe('API token scopes: effective rights are the token’s scopes narrowed b
 
       expectForbidden(await ctx.http().get('/api/v1/provider-keys').set(without));
       expectForbidden(await ctx.http().get(`/api/v1/provider-keys/${key.id}`).set(without));
-      expectForbidden(await ctx.http().get(`/api/v1/provider-keys/${key.id}/audit-events`).set(without));
+      // SPEC §3: a key's trail is audit reading too, so audit:read alone opens it; with neither scope, 403.
+      expect((await ctx.http().get(`/api/v1/provider-keys/${key.id}/audit-events`).set(without)).status).toBe(200);
+      const neither = (await createApiToken(ctx, admin, SCOPES.filter((s) => s !== 'provider-keys:read' && s !== 'audit:read'))).auth;
+      expectForbidden(await ctx.http().get(`/api/v1/provider-keys/${key.id}/audit-events`).set(neither));
     });
 
     it('provider-keys:write adds, edits, rotates and deletes keys, audited via the token; without it, 403 and nothing changes', async () => {

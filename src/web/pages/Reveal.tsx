@@ -70,8 +70,14 @@ export function RevealDialog({ k, revealed, onHide }: { k: ProviderKey; revealed
   const remaining = Math.max(0, Math.ceil((deadline.current - now) / 1000));
 
   useEffect(() => {
-    const timer = window.setInterval(() => setNow(Date.now()), 250);
-    return () => window.clearInterval(timer);
+    const tick = () => setNow(Date.now());
+    const timer = window.setInterval(tick, 250);
+    // Background tabs throttle timers: catch up the moment the tab is visible again.
+    document.addEventListener('visibilitychange', tick);
+    return () => {
+      window.clearInterval(timer);
+      document.removeEventListener('visibilitychange', tick);
+    };
   }, []);
   useEffect(() => {
     if (remaining <= 0) hide.current(true);
