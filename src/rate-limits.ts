@@ -86,16 +86,9 @@ export async function consume(limiter: RateLimiterAbstract, key: string): Promis
   });
 }
 
-/** Tells whether the key has used up its points, without spending one. */
-export async function blockedFor(limiter: RateLimiterAbstract, key: string): Promise<number | undefined> {
-  const res = await guard(() => limiter.get(key));
-  if (res && res.remainingPoints <= 0 && res.msBeforeNext > 0) return retryAfter(res);
-  return undefined;
-}
-
-/** Spends a point for a failure without throwing. */
-export async function penalize(limiter: RateLimiterAbstract, key: string): Promise<void> {
-  await guard(() => limiter.penalty(key, 1));
+/** Gives back a point spent by an attempt that turned out fine. */
+export async function reward(limiter: RateLimiterAbstract, key: string): Promise<void> {
+  await guard(() => limiter.reward(key, 1));
 }
 
 export async function forgive(limiter: RateLimiterAbstract, key: string): Promise<void> {

@@ -236,6 +236,9 @@ export function buildProgram(): Command {
         }
       });
       const rate = result.seconds > 0 ? Math.round(result.providerKeys / result.seconds) : result.providerKeys;
+      if (result.remaining > 0) {
+        throw new CliError(`${result.remaining} row(s) are still under an old master key version (a server with an outdated PKV_MASTER_KEYS re-sealed them?); restart every server with the new keyring and run again`, 1);
+      }
       console.log(
         `rotated to version ${result.toVersion}: ${result.providerKeys} data key(s) and ${result.systemKeys} system key(s) rewrapped, ${result.skipped} already moved, in ${result.seconds.toFixed(2)} s (${rate}/s)`,
       );

@@ -18,6 +18,8 @@ export interface RotationResult {
   systemKeys: number;
   /** Rows that moved on their own meanwhile (re-sealed by a concurrent edit): nothing to do for them. */
   skipped: number;
+  /** Rows still under an old version at the end (re-sealed by a server running an outdated keyring): run again. */
+  remaining: number;
   seconds: number;
 }
 
@@ -51,26 +53,31 @@ export class KeyringRotation {
     const toVersion = this.keyring.activeVersion;
     const batchSize = opts.batchSize ?? 1000;
     const total = await this.pending();
-    const result: RotationResult = { toVersion, providerKeys: 0, systemKeys: 0, skipped: 0, seconds: 0 };
+    const result: RotationResult = { toVersion, providerKeys: 0, systemKeys: 0, skipped: 0, remaining: 0, seconds: 0 };
     const report = () => opts.onProgress?.({ done: result.providerKeys + result.systemKeys + result.skipped, total });
     try {
       result.systemKeys = await this.db.transaction((tx) => this.rotateSystemKeys(tx, toVersion));
       report();
-      for (let after = ''; ; ) {
-        const batch = await this.db.transaction(async (tx) => {
-          const rows = await this.staleBatch(tx, toVersion, after, batchSize);
-          return { rows, moved: await this.rewrapBatch(tx, rows, toVersion) };
-        });
-        result.providerKeys += batch.moved;
-        result.skipped += batch.rows.length - batch.moved;
-        report();
-        if (batch.rows.length < batchSize) break;
-        after = batch.rows[batch.rows.length - 1].id;
-        // Let the event loop breathe between batches (better-sqlite3 is synchronous): a server keeps answering.
-        await new Promise((resolve) => setImmediate(resolve));
+      // A server still running with the old keyring could re-seal a row under an old version meanwhile: re-check.
+      for (let pass = 0; pass < 3; pass++) {
+        for (let after = ''; ; ) {
+          const batch = await this.db.transaction(async (tx) => {
+            const rows = await this.staleBatch(tx, toVersion, after, batchSize);
+            return { rows, moved: await this.rewrapBatch(tx, rows, toVersion) };
+          });
+          result.providerKeys += batch.moved;
+          result.skipped += batch.rows.length - batch.moved;
+          report();
+          if (batch.rows.length < batchSize) break;
+          after = batch.rows[batch.rows.length - 1].id;
+          // Let the event loop breathe between batches (better-sqlite3 is synchronous): a server keeps answering.
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        result.remaining = await this.pending();
+        if (result.remaining === 0) break;
       }
       result.seconds = (Date.now() - started) / 1000;
-      await this.db.transaction((tx) => this.audit.record(tx, actor, 'keyring.rotate', 'success', {}, { detail: { ...result } }));
+      await this.db.transaction((tx) => this.audit.record(tx, actor, 'keyring.rotate', result.remaining === 0 ? 'success' : 'error', {}, { detail: { ...result } }));
       return result;
     } catch (err) {
       await this.db

@@ -205,18 +205,39 @@ describe('/users', () => {
   });
 
   describe('PATCH /users/:id', () => {
-    it.each(['an admin session', 'an admin API token with users:write'])('lets %s change a user, storing it and auditing user.update with what changed', async (who) => {
+    it('lets an admin session change a user, storing it and auditing user.update with what changed', async () => {
       const displayName = uniqueName('Display');
-      const res = await patch(subject.id, { displayName, role: 'auditor' }, as[who]());
+      const res = await patch(subject.id, { displayName, role: 'auditor' });
       expect(res.status).toBe(200);
       expect(Object.keys(res.body).sort()).toEqual(USER_KEYS);
       expect(res.body).toMatchObject({ id: subject.id, displayName, role: 'auditor', status: 'active' });
       expect(res.text).not.toContain('scrypt');
       expect(await userRow(ctx, subject.id)).toMatchObject({ display_name: displayName, role: 'auditor' });
       const [audit] = await userAudit('user.update', subject.id);
-      expect(audit).toMatchObject({ outcome: 'success', actor_id: admin.id, via: who.includes('token') ? 'api_token' : 'session' });
+      expect(audit).toMatchObject({ outcome: 'success', actor_id: admin.id, via: 'session' });
       expect(detailOf(audit)).toMatchObject({ userId: subject.id, changed: ['displayName', 'role'], role: 'auditor' });
       expect((await patch(subject.id, { role: 'member', displayName: null })).body).toMatchObject({ role: 'member', displayName: null });
+    });
+
+    it('lets an admin API token with users:write change a display name, audited via the token', async () => {
+      const displayName = uniqueName('Display');
+      const res = await patch(subject.id, { displayName }, as['an admin API token with users:write']());
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ id: subject.id, displayName });
+      expect(await userRow(ctx, subject.id)).toMatchObject({ display_name: displayName });
+      const [audit] = await userAudit('user.update', subject.id);
+      expect(audit).toMatchObject({ outcome: 'success', actor_id: admin.id, via: 'api_token' });
+      expect(detailOf(audit)).toMatchObject({ userId: subject.id, changed: ['displayName'] });
+    });
+
+    it('refuses an admin API token with users:write changing a role or setting a password (no account takeover by token), with 403, changing nothing', async () => {
+      const token = as['an admin API token with users:write']();
+      const row = await userRow(ctx, subject.id);
+      const before = await writeCounts(ctx);
+      expectError(await patch(subject.id, { role: 'admin' }, token), 403, 'forbidden');
+      expectError(await patch(subject.id, { password: 'a-new-password-123' }, token), 403, 'forbidden');
+      expect(await userRow(ctx, subject.id)).toEqual(row);
+      expect(await writeCounts(ctx)).toEqual(before);
     });
 
     it.each(['an admin API token with users:read', 'an admin API token without any users scope', 'an auditor session', 'an auditor API token with users:read', 'a member session', 'a member API token'])(

@@ -139,6 +139,11 @@ export class ApiTokensService {
     const userId = input.userId ?? actor.userId;
     if (userId !== actor.userId && actor.role !== 'admin') throw new ForbiddenError('Only admins mint tokens for other users');
     const scopes = [...new Set(input.scopes)];
+    // A reveal through a token is audited as the token's user: an admin minting one for someone else would reveal
+    // that user's keys as them, with no reason on record. Operators at the host (CLI) may, for service accounts.
+    if (userId !== actor.userId && actor.via !== 'cli' && scopes.includes('provider-keys:reveal')) {
+      throw new ValidationError('provider-keys:reveal can only be granted by the token’s own user', { details: [{ field: 'body.scopes', message: 'reveal tokens are minted by their own user' }] });
+    }
     const issued = newApiToken();
     const now = new Date();
     const row = Object.assign(new ApiTokenEntity(), {
@@ -170,8 +175,9 @@ export class ApiTokensService {
   }
 
   async list(actor: Actor, userId: string | undefined, page: Page): Promise<PageResult<ApiToken>> {
-    if (actor.role !== 'admin' && userId && userId !== actor.userId) return { items: [], nextCursor: null };
-    const scope = actor.role === 'admin' ? userId : actor.userId;
+    const manager = this.managesAll(actor);
+    if (!manager && userId && userId !== actor.userId) return { items: [], nextCursor: null };
+    const scope = manager ? userId : actor.userId;
     const rows = await this.db.read((m) => this.tokens.list(m, scope, page));
     return toPageResult(rows, page, (t) => this.toApiToken(t));
   }
@@ -241,6 +247,11 @@ export class ApiTokensService {
     };
   }
 
+  /** Admins see and revoke everyone's tokens when signed in; through a token, only with users:write. */
+  private managesAll(actor: Actor): boolean {
+    return actor.role === 'admin' && (actor.via !== 'api_token' || actor.rights.has('users:write'));
+  }
+
   /** A stolen token must not be able to mint, renew or regenerate tokens: those need a signed-in person. */
   private assertManagedBySession(actor: Actor): void {
     if (actor.via === 'api_token') throw new ForbiddenError('API tokens cannot manage API tokens; sign in to do this');
@@ -248,7 +259,7 @@ export class ApiTokensService {
 
   private async findVisibleTo(m: Parameters<ApiTokensRepository['findById']>[0], actor: Actor, id: string): Promise<ApiTokenEntity> {
     const t = await this.tokens.findById(m, id);
-    if (!t || (actor.role !== 'admin' && t.userId !== actor.userId)) throw new NotFoundError('No such API token');
+    if (!t || (!this.managesAll(actor) && t.userId !== actor.userId)) throw new NotFoundError('No such API token');
     return t;
   }
 

@@ -27,7 +27,7 @@ export function auditRoutes(audit: AuditService): Router {
     for await (const chunk of chunks) {
       if (aborted) return;
       // Backpressure: wait for the socket to drain so memory stays flat however large the export.
-      res.write(chunk);
+      if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
     }
     res.end();
   });

@@ -51,7 +51,12 @@ export interface AuditEvent {
   detail: Record<string, unknown> | null;
 }
 
-const clip = (s: string | null | undefined, n: number) => (s == null ? null : s.length > n ? s.slice(0, n) : s);
+/**
+ * What the database will store: a lone surrogate (hostile input, or a clip through a surrogate pair) is written as
+ * U+FFFD by both drivers, so it is replaced here first and the row MAC covers exactly the stored text.
+ */
+const wellFormed = (s: string) => s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+const clip = (s: string | null | undefined, n: number) => (s == null ? null : wellFormed(s.length > n ? s.slice(0, n) : s));
 
 export function toAuditEvent(e: AuditEventEntity): AuditEvent {
   return {

@@ -3,7 +3,8 @@ import type { Database } from '../../db/database';
 import { isUniqueViolation } from '../../db/database';
 import { ForbiddenError, RateLimitedError, UnauthorizedError } from '../../errors';
 import { hashPassword, verifyPassword } from '../../crypto/passwords';
-import { RateLimits, blockedFor, forgive, penalize } from '../../rate-limits';
+import { RateLimits, consume, forgive, reward } from '../../rate-limits';
+import { USERNAME } from '../users/users.schemas';
 import type { AuditService } from '../audit/audit.service';
 import type { UsersRepository } from '../users/users.repository';
 import { toUser, User } from '../users/users.service';
@@ -40,26 +41,34 @@ export class AuthService {
     private readonly scryptCost: number,
   ) {}
 
-  /** Unknown user, wrong password and disabled user answer alike and take the same time (one scrypt each). */
+  /**
+   * Unknown user, wrong password and disabled user answer alike and take the same time (one scrypt each). The
+   * attempt is charged to both limiters before the slow check, so parallel guesses cannot all slip past a read.
+   */
   async login(rawUsername: string, password: string, client: ClientInfo): Promise<LoginResult> {
     const username = rawUsername.toLowerCase();
     const userIpKey = `${username}|${client.ip ?? ''}`;
     const ipKey = client.ip ?? '';
-    const wait = (await blockedFor(this.limits.loginByUserIp, userIpKey)) ?? (await blockedFor(this.limits.loginByIp, ipKey));
-    const user = await this.db.read((m) => this.users.findByUsername(m, username));
+    // Only names that could exist are looked up: MySQL's collation would match 'víctim ' to 'victim'.
+    const user = USERNAME.test(username) ? await this.db.read((m) => this.users.findByUsername(m, username)) : null;
     const anon = { anonymous: true as const, claimedUsername: username, userId: user?.id, role: user?.role, ...client };
-    if (wait !== undefined) {
-      await this.db.transaction((tx) => this.audit.record(tx, anon, 'auth.login', 'rate_limited', {}, { detail: { retryAfterSeconds: wait } }));
-      throw new RateLimitedError(wait, 'Too many failed sign-ins; try again later');
+    try {
+      await consume(this.limits.loginByUserIp, userIpKey);
+      await consume(this.limits.loginByIp, ipKey);
+    } catch (err) {
+      if (!(err instanceof RateLimitedError)) throw err;
+      await this.db.transaction((tx) => this.audit.record(tx, anon, 'auth.login', 'rate_limited', {}, { detail: { retryAfterSeconds: err.retryAfterSeconds } }));
+      throw new RateLimitedError(err.retryAfterSeconds, 'Too many failed sign-ins; try again later');
     }
     const ok = await verifyPassword(password, user?.passwordHash ?? (await this.dummy()));
     if (!user || !ok || user.status !== 'active') {
-      await Promise.all([penalize(this.limits.loginByUserIp, userIpKey), penalize(this.limits.loginByIp, ipKey)]);
       const why = !user ? 'unknown_user' : !ok ? 'wrong_password' : 'user_disabled';
       await this.db.transaction((tx) => this.audit.record(tx, anon, 'auth.login', 'denied', {}, { detail: { why } }));
       throw new UnauthorizedError(BAD_CREDENTIALS);
     }
+    // A success wipes this user's failures here and gives back the attempt it cost the IP.
     await forgive(this.limits.loginByUserIp, userIpKey);
+    await reward(this.limits.loginByIp, ipKey);
     const issued = this.sessions.issue(user.id, user.sessionEpoch);
     const actor = this.actorFor(user, { jti: issued.jti, expiresAt: issued.expiresAt }, client);
     await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.login', 'success'));
@@ -83,7 +92,10 @@ export class AuthService {
   checkCsrf(actor: Actor, presented: string | undefined): boolean {
     const expected = this.csrfTokenFor(actor);
     if (!expected) return true;
-    return presented !== undefined && presented.length === expected.length && crypto.timingSafeEqual(Buffer.from(presented), Buffer.from(expected));
+    if (presented === undefined) return false;
+    const a = Buffer.from(presented);
+    const b = Buffer.from(expected);
+    return a.length === b.length && crypto.timingSafeEqual(a, b);
   }
 
   async logout(actor: Actor): Promise<void> {
@@ -102,17 +114,19 @@ export class AuthService {
   async changePassword(actor: Actor, currentPassword: string, newPassword: string): Promise<void> {
     if (actor.via !== 'session') throw new ForbiddenError('Change your password from a signed-in session');
     const key = `${actor.username.toLowerCase()}|${actor.ip ?? ''}`;
-    const wait = await blockedFor(this.limits.loginByUserIp, key);
-    if (wait !== undefined) {
+    try {
+      await consume(this.limits.loginByUserIp, key);
+    } catch (err) {
+      if (!(err instanceof RateLimitedError)) throw err;
       await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.password_change', 'rate_limited'));
-      throw new RateLimitedError(wait);
+      throw err;
     }
     const user = await this.db.read((m) => this.users.findById(m, actor.userId));
     if (!user || !(await verifyPassword(currentPassword, user.passwordHash))) {
-      await penalize(this.limits.loginByUserIp, key);
       await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.password_change', 'denied', {}, { detail: { why: 'wrong_current_password' } }));
       throw new ForbiddenError('The current password is not correct');
     }
+    await forgive(this.limits.loginByUserIp, key);
     const hash = await hashPassword(newPassword, this.scryptCost);
     await this.db.transaction(async (tx) => {
       await this.users.bumpSessionEpoch(tx, user.id, hash, new Date());
@@ -122,8 +136,10 @@ export class AuthService {
 
   /** Drops logout records of sessions that have expired anyway. */
   async pruneRevokedSessions(now = new Date()): Promise<void> {
+    // A margin past the JWT clock tolerance: a logged-out token must never verify again once its row is gone.
+    const cutoff = now.getTime() - 5 * 60_000;
     await this.db.transaction((tx) =>
-      tx.createQueryBuilder().delete().from(RevokedSessionEntity).where('expires_at < :now', { now: now.getTime() }).execute(),
+      tx.createQueryBuilder().delete().from(RevokedSessionEntity).where('expires_at < :cutoff', { cutoff }).execute(),
     );
   }
 

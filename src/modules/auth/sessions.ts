@@ -49,6 +49,8 @@ export class SessionTokens {
     try {
       const claims = jwt.verify(token, this.key, { algorithms: ['HS256'], issuer: ISSUER, audience: AUDIENCE, clockTolerance: 2 }) as jwt.JwtPayload;
       if (typeof claims.sub !== 'string' || typeof claims.jti !== 'string' || typeof claims.ep !== 'number' || typeof claims.exp !== 'number') return undefined;
+      // jsonwebtoken checks exp and nbf but not iat: a token claiming to be issued in the future was not issued by us.
+      if (typeof claims.iat !== 'number' || claims.iat > Date.now() / 1000 + 2) return undefined;
       return claims as SessionClaims;
     } catch {
       return undefined;

@@ -156,7 +156,7 @@ export class ProviderKeysService {
       lastRevealedAt: null,
       revealCount: 0,
       fingerprint,
-      ...this.envelope.seal({ keyId: id, ownerId: input.ownerId, projectId: input.projectId }, Buffer.from(secret, 'utf8')),
+      ...this.sealText({ keyId: id, ownerId: input.ownerId, projectId: input.projectId }, secret),
     });
     await this.withDuplicateCheck(fingerprint, () =>
       this.db.transaction(async (tx) => {
@@ -243,7 +243,7 @@ export class ProviderKeysService {
           hint: hintFor(key.provider as Provider, secret),
           fingerprint,
           updatedAt: new Date(),
-          ...this.envelope.seal(binding(key), Buffer.from(secret, 'utf8')),
+          ...this.sealText(binding(key), secret),
         };
         await this.keys.update(tx, id, patch);
         await this.audit.record(tx, actor, 'provider_key.rotate', 'success', target(key), { detail: { name: key.name } });
@@ -316,6 +316,15 @@ export class ProviderKeysService {
     await this.db.read((m) => this.findVisibleTo(m, actor, id));
     if (!can(actor, 'provider-keys:read') && !can(actor, 'audit:read')) throw new ForbiddenError('Reading a key’s trail needs the provider-keys:read or audit:read right');
     return this.audit.listForKey(id, page);
+  }
+
+  private sealText(where: SecretBinding, secret: string) {
+    const plaintext = Buffer.from(secret, 'utf8');
+    try {
+      return this.envelope.seal(where, plaintext);
+    } finally {
+      plaintext.fill(0);
+    }
   }
 
   private fingerprint(secret: string): string {

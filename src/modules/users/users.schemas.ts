@@ -2,9 +2,11 @@ import { z } from 'zod';
 import { pageQuery, text } from '../../http/validate';
 import { ROLES, USER_STATUSES } from './user.entity';
 
+export const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{2,63}$/;
+
 export const username = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{2,63}$/, 'must be 3–64 letters, digits, dots, dashes, underscores or @, starting with a letter or digit');
+  .regex(USERNAME, 'must be 3–64 letters, digits, dots, dashes, underscores or @, starting with a letter or digit');
 
 export const password = z
   .string()

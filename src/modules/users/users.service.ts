@@ -19,6 +19,9 @@ export interface User {
   updatedAt: string;
 }
 
+/** A token with users:write must not be a way to mint an admin or take over an account (and so every secret). */
+const TOKEN_ESCALATION = 'API tokens cannot create admins, change roles or set passwords; sign in to do this';
+
 export function toUser(e: UserEntity): User {
   return {
     id: e.id,
@@ -55,6 +58,7 @@ export class UsersService {
 
   async create(actor: Actor, input: CreateUserInput): Promise<User> {
     if (!can(actor, 'users:write')) throw new ForbiddenError('Creating users needs the users:write right');
+    if (actor.via === 'api_token' && input.role === 'admin') throw new ForbiddenError(TOKEN_ESCALATION);
     // Hash before the transaction: scrypt is slow by design and must not hold a database lock.
     const passwordHash = await hashPassword(input.password, this.scryptCost);
     const now = new Date();
@@ -97,6 +101,7 @@ export class UsersService {
 
   async update(actor: Actor, id: string, input: UpdateUserInput): Promise<User> {
     if (!can(actor, 'users:write')) throw new ForbiddenError('Changing users needs the users:write right');
+    if (actor.via === 'api_token' && (input.role !== undefined || input.password !== undefined)) throw new ForbiddenError(TOKEN_ESCALATION);
     const passwordHash = input.password === undefined ? undefined : await hashPassword(input.password, this.scryptCost);
     return this.db.transaction(async (tx) => {
       const user = await this.users.findById(tx, id);
@@ -112,6 +117,9 @@ export class UsersService {
       if (input.role !== undefined && input.role !== user.role) (patch.role = input.role), changed.push('role');
       if (input.status !== undefined && input.status !== user.status) (patch.status = input.status), changed.push('status');
       await this.users.update(tx, id, patch);
+      // Disabling ends every session for good: re-enabling must not bring an old token back.
+      const endSessions = passwordHash !== undefined || patch.status === 'disabled';
+      if (endSessions && !passwordHash) await this.users.bumpSessionEpoch(tx, id, user.passwordHash, now);
       if (passwordHash) {
         await this.users.bumpSessionEpoch(tx, id, passwordHash, now);
         changed.push('password');
@@ -119,7 +127,7 @@ export class UsersService {
       await this.audit.record(tx, actor, 'user.update', 'success', {}, {
         detail: { userId: id, username: user.username, changed, ...(patch.role ? { role: patch.role } : {}), ...(patch.status ? { status: patch.status } : {}) },
       });
-      return toUser({ ...user, ...patch, sessionEpoch: user.sessionEpoch + (passwordHash ? 1 : 0) } as UserEntity);
+      return toUser({ ...user, ...patch } as UserEntity);
     });
   }
 

@@ -1,0 +1,85 @@
+import { createTestContext, TestContext, TestUser } from '../support/test-app';
+import { auditRows, createApiToken } from '../support/factories';
+
+/** Findings of the independent security review, each pinned so it cannot come back. */
+describe('security review regressions', () => {
+  let ctx: TestContext;
+  let admin: TestUser;
+  let member: TestUser;
+
+  beforeAll(async () => {
+    ctx = await createTestContext({ PKV_LOGIN_RATE_LIMIT: '5' });
+    admin = await ctx.user('admin');
+    member = await ctx.user('member');
+  });
+  afterAll(() => ctx.close());
+
+  it('charges each sign-in attempt before the password check, so 30 parallel wrong guesses meet the limit of 5', async () => {
+    const victim = await ctx.user('member');
+    const results = await Promise.all(
+      Array.from({ length: 30 }, () => ctx.http().post('/api/v1/auth/login').send({ username: victim.username, password: 'wrong-password-guess' })),
+    );
+    const statuses = results.map((r) => r.status);
+    expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(5);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(25);
+    expect(results.find((r) => r.status === 429)!.headers['retry-after']).toMatch(/^\d+$/);
+    const limited = (await auditRows(ctx, { action: 'auth.login' })).filter((r) => r.outcome === 'rate_limited' && r.actor_username === victim.username);
+    expect(limited.length).toBeGreaterThanOrEqual(25);
+  });
+
+  it('does not look up look-alike usernames that MySQL collations would match (trailing space, accents, full-width)', async () => {
+    const u = await ctx.user('member', 'victimname');
+    for (const name of ['victimname ', 'víctimname', 'ｖｉｃｔｉｍｎａｍｅ']) {
+      const res = await ctx.http().post('/api/v1/auth/login').send({ username: name, password: u.password });
+      expect(res.status).toBe(401);
+    }
+    expect((await ctx.http().post('/api/v1/auth/login').send({ username: 'VictimName', password: u.password })).status).toBe(200);
+  });
+
+  it('refuses an admin minting a reveal-scoped token for another user (it would reveal as them, with no reason on record)', async () => {
+    const res = await ctx.http().post('/api/v1/api-tokens').set(admin.auth).send({ name: 'as member', scopes: ['provider-keys:reveal'], userId: member.id });
+    expect(res.status).toBe(400);
+    const [{ n }] = await ctx.db.read((m) => m.query('SELECT COUNT(*) AS n FROM api_tokens WHERE user_id = ?', [member.id]));
+    expect(Number(n)).toBe(0);
+    const readOnly = await ctx.http().post('/api/v1/api-tokens').set(admin.auth).send({ name: 'read for member', scopes: ['provider-keys:read'], userId: member.id });
+    expect(readOnly.status).toBe(201);
+  });
+
+  it('refuses a users:write token creating an admin, changing a role or setting a password', async () => {
+    const token = await createApiToken(ctx, admin, ['users:write', 'users:read']);
+    const created = await ctx.http().post('/api/v1/users').set(token.auth).send({ username: 'tokenmadeadmin', password: 'a-long-password-1', role: 'admin' });
+    expect(created.status).toBe(403);
+    expect((await ctx.http().patch(`/api/v1/users/${member.id}`).set(token.auth).send({ role: 'admin' })).status).toBe(403);
+    expect((await ctx.http().patch(`/api/v1/users/${member.id}`).set(token.auth).send({ password: 'another-password-1' })).status).toBe(403);
+    const [row] = await ctx.db.read((m) => m.query('SELECT role FROM users WHERE id = ?', [member.id]));
+    expect(row.role).toBe('member');
+    expect((await ctx.http().post('/api/v1/users').set(token.auth).send({ username: 'tokenmademember', password: 'a-long-password-1', role: 'member' })).status).toBe(201);
+  });
+
+  it('keeps an admin’s token without users:write to its own tokens: it neither lists nor revokes anyone else’s', async () => {
+    const memberToken = await createApiToken(ctx, member, ['provider-keys:read']);
+    const adminToken = await createApiToken(ctx, admin, ['projects:read']);
+    const list = await ctx.http().get('/api/v1/api-tokens').set(adminToken.auth);
+    expect(list.status).toBe(200);
+    expect(list.body.items.every((t: { userId: string }) => t.userId === admin.id)).toBe(true);
+    expect((await ctx.http().delete(`/api/v1/api-tokens/${memberToken.id}`).set(adminToken.auth)).status).toBe(404);
+    expect((await ctx.http().get('/api/v1/auth/me').set(memberToken.auth)).status).toBe(200);
+  });
+
+  it('answers a non-ASCII CSRF header on a cookie session with 403, not 500', async () => {
+    const login = await ctx.http().post('/api/v1/auth/login').send({ username: member.username, password: member.password, cookie: true });
+    const cookie = login.headers['set-cookie'];
+    const res = await ctx.http().post('/api/v1/auth/logout').set('Cookie', cookie).set('X-CSRF-Token', Buffer.from([0xe9, 0x61]).toString('latin1'));
+    expect(res.status).toBe(403);
+    expect(res.body.error.code).toBe('forbidden');
+  });
+
+  it('does not bring back a session issued before the user was disabled when they are enabled again', async () => {
+    const u = await ctx.user('member');
+    expect((await ctx.http().patch(`/api/v1/users/${u.id}`).set(admin.auth).send({ status: 'disabled' })).status).toBe(200);
+    expect((await ctx.http().patch(`/api/v1/users/${u.id}`).set(admin.auth).send({ status: 'active' })).status).toBe(200);
+    expect((await ctx.http().get('/api/v1/auth/me').set(u.auth)).status).toBe(401);
+    const fresh = await ctx.login(u.username, u.password);
+    expect((await ctx.http().get('/api/v1/auth/me').set('Authorization', `Bearer ${fresh}`)).status).toBe(200);
+  });
+});
