@@ -36,7 +36,7 @@ function errorCode(err: unknown): string | undefined {
 /** True when the database could not be reached or answered: the caller gets 503, not 500. */
 export function isUnavailable(err: unknown): boolean {
   const code = errorCode(err);
-  if (code && (CONNECTION_CODES.has(code) || code.startsWith('SQLITE_IOERR'))) return true;
+  if (code && (CONNECTION_CODES.has(code) || /^SQLITE_(IOERR|BUSY|LOCKED)/.test(code))) return true;
   const message = err instanceof Error ? err.message : '';
   return /Pool is closed|Connection is not established|connection is in closed state|Can't add new command when connection is in closed state|database connection is not open/i.test(message);
 }
