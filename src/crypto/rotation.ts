@@ -100,26 +100,23 @@ export class KeyringRotation {
 
   /**
    * One UPDATE for the whole batch (CASE by id). The rows were read locked (FOR UPDATE on MySQL; SQLite's write
-   * transaction is exclusive), and each arm still requires the version it was read with.
+   * transaction is exclusive), so none can have moved since; only rows still under an old version are touched.
    */
   private async rewrapBatch(tx: EntityManager, rows: DekRow[], toVersion: number): Promise<number> {
     if (rows.length === 0) return 0;
-    const arms = { kek: [] as unknown[], dek: [] as unknown[], iv: [] as unknown[], tag: [] as unknown[] };
-    const guard: unknown[] = [];
+    const arms = { dek: [] as unknown[], iv: [] as unknown[], tag: [] as unknown[] };
     for (const row of rows) {
       const w = this.envelope.rewrap(row.id, { ...row, formatVersion: 1, secretCiphertext: null, secretIv: null, secretTag: null }, toVersion);
-      arms.kek.push(row.id, w.kekVersion);
       arms.dek.push(row.id, w.wrappedDek);
       arms.iv.push(row.id, w.dekIv);
       arms.tag.push(row.id, w.dekTag);
-      guard.push(row.id, row.kekVersion);
     }
     const kase = (col: string) => `CASE id ${rows.map(() => 'WHEN ? THEN ?').join(' ')} ELSE ${col} END`;
     const sql =
-      `UPDATE provider_keys SET kek_version = ${kase('kek_version')}, wrapped_dek = ${kase('wrapped_dek')}, ` +
-      `dek_iv = ${kase('dek_iv')}, dek_tag = ${kase('dek_tag')} WHERE ${rows.map(() => '(id = ? AND kek_version = ?)').join(' OR ')}`;
-    const res: unknown = await tx.query(sql, [...arms.kek, ...arms.dek, ...arms.iv, ...arms.tag, ...guard]);
-    const affected = (res as { affectedRows?: number; changes?: number } | undefined)?.affectedRows ?? (res as { changes?: number } | undefined)?.changes;
+      `UPDATE provider_keys SET kek_version = ?, wrapped_dek = ${kase('wrapped_dek')}, dek_iv = ${kase('dek_iv')}, dek_tag = ${kase('dek_tag')} ` +
+      `WHERE id IN (${rows.map(() => '?').join(', ')}) AND kek_version IS NOT NULL AND kek_version <> ?`;
+    const res: unknown = await tx.query(sql, [toVersion, ...arms.dek, ...arms.iv, ...arms.tag, ...rows.map((r) => r.id), toVersion]);
+    const affected = (res as { affectedRows?: number } | undefined)?.affectedRows ?? (res as { changes?: number } | undefined)?.changes;
     return typeof affected === 'number' ? affected : rows.length;
   }
 

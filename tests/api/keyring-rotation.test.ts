@@ -249,7 +249,8 @@ describe('pkv keyring rotate, SIGKILLed part-way through and run again', () => {
     let run: PkvResult;
     try {
       const ownerAuth = await loginTo(serving.http, owner.username, owner.password);
-      const proc = spawnPkv(['keyring', 'rotate', '--batch-size', '100'], env, { cwd: ctx.tdb.dir, timeoutMs: 90_000 });
+      // The default batch (1000 rows per statement): large batches must stay within each database's SQL limits.
+      const proc = spawnPkv(['keyring', 'rotate'], env, { cwd: ctx.tdb.dir, timeoutMs: 90_000 });
       const running = () => proc.child.exitCode === null && proc.child.signalCode === null;
       const revealWhileRotating = async (worker: number) => {
         for (let i = worker; running() && i < 50_000; i += 2) {
