@@ -95,7 +95,23 @@ async function inprocess(dbUrl, ids, seconds, concurrency) {
   return { requests: latencies.length, rps: latencies.length / elapsed, p50: pct(50), p99: pct(99) };
 }
 
-module.exports = { inprocess };
+/** Removes the baselines' audit rows, so the product's sealer does not start with a backlog it never wrote. */
+async function cleanup(dbUrl) {
+  if (dbUrl.startsWith('sqlite:')) {
+    const Database = require('better-sqlite3');
+    const db = new Database(dbUrl.slice('sqlite:'.length));
+    db.prepare("DELETE FROM audit_events WHERE row_mac = '0'").run();
+    db.pragma('wal_checkpoint(TRUNCATE)');
+    db.close();
+    return;
+  }
+  const mysql = require('mysql2/promise');
+  const c = await mysql.createConnection(dbUrl);
+  await c.query("DELETE FROM audit_events WHERE row_mac = '0'");
+  await c.end();
+}
+
+module.exports = { inprocess, cleanup };
 
 if (require.main === module) {
   const [mode, dbUrl, port] = process.argv.slice(2);

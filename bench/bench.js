@@ -12,7 +12,7 @@ const os = require('node:os');
 const path = require('node:path');
 const autocannon = require('autocannon');
 const { Command } = require('commander');
-const { inprocess } = require('./baseline');
+const { inprocess, cleanup } = require('./baseline');
 
 const ROOT = path.resolve(__dirname, '..');
 const DIST = path.join(ROOT, 'dist');
@@ -194,6 +194,8 @@ async function main() {
     const inproc = await inprocess(tdb.url, seeded.ids, opts.duration, tdb.kind === 'mysql' ? 16 : 1);
     results.points.push({ group: 'baseline-inprocess', name: 'in-process driver', connections: tdb.kind === 'mysql' ? 16 : 1, rps: inproc.rps, p50: inproc.p50, p99: inproc.p99, requests: inproc.requests, non2xx: 0 });
     log(`  in-process driver            ${inproc.rps.toFixed(0).padStart(6)} tx/s   p50 ${inproc.p50.toFixed(2)} ms  p99 ${inproc.p99.toFixed(2)} ms`);
+
+    await cleanup(tdb.url);
 
     log('provider-key-vault');
     const serverArgs = [...(opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.join(__dirname, 'results')}`] : []), PKV, 'serve'];
