@@ -57,7 +57,8 @@ describe('load', () => {
       keys.push(key);
       book.add(key.secret);
     }
-    server = await serve(ctx.env);
+    // A capped heap makes V8 collect before it grows: RSS then shows leaks, not lazy collection (and a leak ends in OOM).
+    server = await serve(ctx.env, { nodeArgs: ['--max-old-space-size=128'] });
 
     /** Request ids: every request this run built, and those answered (by status). */
     const sent = { reveal: new Set<string>(), create: new Set<string>() };

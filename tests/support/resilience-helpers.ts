@@ -51,9 +51,9 @@ function childEnv(env: Env): NodeJS.ProcessEnv {
 }
 
 /** Spawns `node dist/src/cli/pkv.js serve` on 127.0.0.1 and an ephemeral port; resolves once it listens. */
-export async function serve(env: Env, opts: { timeoutMs?: number } = {}): Promise<Served> {
+export async function serve(env: Env, opts: { timeoutMs?: number; nodeArgs?: string[] } = {}): Promise<Served> {
   if (!fs.existsSync(PKV_BIN)) throw new Error(`${PKV_BIN} is missing: run \`npm run build\` first`);
-  const child = spawn(process.execPath, [PKV_BIN, 'serve'], {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), PKV_BIN, 'serve'], {
     cwd: env.PKV_DATA_DIR,
     env: childEnv({ ...env, PKV_HOST: '127.0.0.1', PKV_PORT: '0' }),
     stdio: ['ignore', 'pipe', 'pipe'],
