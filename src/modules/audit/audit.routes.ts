@@ -1,4 +1,5 @@
-import { once } from 'node:events';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { Router } from 'express';
 import { actorOf } from '../../http/authenticate';
 import { toPage } from '../../http/pagination';
@@ -22,14 +23,13 @@ export function auditRoutes(audit: AuditService): Router {
     const stamp = new Date().toISOString().replace(/[:.]/g, '-');
     res.setHeader('Content-Type', format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8');
     res.setHeader('Content-Disposition', `attachment; filename="pkv-audit-${stamp}.${format === 'csv' ? 'csv' : 'ndjson'}"`);
-    let aborted = false;
-    res.on('close', () => (aborted = !res.writableFinished));
-    for await (const chunk of chunks) {
-      if (aborted) return;
-      // Backpressure: wait for the socket to drain so memory stays flat however large the export.
-      if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+    try {
+      // pipeline() applies backpressure (memory stays flat however large the export) and stops reading on a disconnect.
+      await pipeline(Readable.from(chunks), res);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE') return; // the client went away
+      throw err;
     }
-    res.end();
   });
 
   r.get('/verify', async (req, res) => {
