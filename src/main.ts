@@ -111,8 +111,10 @@ export async function start(config: Config, logger: Logger, opts: { tls?: TlsMat
         server.closeIdleConnections();
       });
       clearTimeout(force);
-      await container.usage.stop();
       await container.audit.chain.stop();
+      // Handlers of requests whose clients hung up may still be committing: let them land before the last seal.
+      await db.quiesce();
+      await container.usage.stop();
       await container.audit.chain.sealPending().catch(() => undefined);
       await container.limits.close();
       await db.close();

@@ -139,6 +139,9 @@ class GroupCommitter {
 export class Database {
   private readonly mutex = new Mutex();
   private readonly group: GroupCommitter;
+  /** Operations (transactions and reads) in flight, and how many ever started: what quiesce() watches. */
+  private active = 0;
+  private started = 0;
 
   constructor(
     readonly kind: DatabaseConfig['kind'],
@@ -150,7 +153,11 @@ export class Database {
   }
 
   /** Runs fn in one transaction; it commits before the promise resolves. Deadlocks are retried. */
-  async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.track(() => this.runTransaction(fn));
+  }
+
+  private async runTransaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     if (this.kind === 'sqlite') {
       const { result, hooks } = await this.guard(() => this.group.run(fn));
       for (const hook of hooks) hook();
@@ -177,7 +184,36 @@ export class Database {
 
   /** Runs reads outside a transaction (still serialized on SQLite's single connection). */
   read<T>(fn: (m: EntityManager) => Promise<T>): Promise<T> {
-    return this.guard(() => fn((this.readSource ?? this.dataSource).manager));
+    return this.track(() => this.guard(() => fn((this.readSource ?? this.dataSource).manager)));
+  }
+
+  /**
+   * Resolves once no operation has been in flight for `quietMs` (or after `maxMs` at the latest). Shutdown calls it
+   * after the HTTP server closed: a request whose client hung up still runs its handler, and the audit row it
+   * commits must be there before the final seal.
+   */
+  async quiesce(quietMs = 100, maxMs = 10_000): Promise<void> {
+    const deadline = Date.now() + maxMs;
+    for (;;) {
+      const seen = this.started;
+      if (this.active === 0) {
+        await new Promise((resolve) => setTimeout(resolve, quietMs));
+        if (this.active === 0 && this.started === seen) return;
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      if (Date.now() >= deadline) return;
+    }
+  }
+
+  private async track<T>(fn: () => Promise<T>): Promise<T> {
+    this.active++;
+    this.started++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+    }
   }
 
   async ping(): Promise<void> {
