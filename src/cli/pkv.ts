@@ -236,6 +236,12 @@ export function buildProgram(): Command {
         }
       });
       const rate = result.seconds > 0 ? Math.round(result.providerKeys / result.seconds) : result.providerKeys;
+      if (result.failed.length > 0) {
+        throw new CliError(
+          `${result.failed.length} provider key(s) failed their integrity check and were left under their old master key version (the rest was rewrapped): ${result.failed.join(', ')}; restore them from a backup or delete them, then run again`,
+          1,
+        );
+      }
       if (result.remaining > 0) {
         throw new CliError(`${result.remaining} row(s) are still under an old master key version (a server with an outdated PKV_MASTER_KEYS re-sealed them?); restart every server with the new keyring and run again`, 1);
       }

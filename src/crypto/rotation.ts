@@ -3,7 +3,8 @@ import type { Database } from '../db/database';
 import type { Actor } from '../modules/auth/actor';
 import type { AuditService } from '../modules/audit/audit.service';
 import { ProviderKeyEntity } from '../modules/provider-keys/provider-key.entity';
-import type { Envelope } from './envelope';
+import { IntegrityError } from '../errors';
+import { FORMAT_VERSION, type Envelope } from './envelope';
 import type { Keyring } from './keyring';
 import { SystemKeyEntity } from './keyring.entities';
 
@@ -18,8 +19,10 @@ export interface RotationResult {
   systemKeys: number;
   /** Rows that moved on their own meanwhile (re-sealed by a concurrent edit): nothing to do for them. */
   skipped: number;
-  /** Rows still under an old version at the end (re-sealed by a server running an outdated keyring): run again. */
+  /** Rows still under an old version at the end (re-sealed by a server running an outdated keyring, or damaged): run again. */
   remaining: number;
+  /** Provider keys whose data key failed its integrity check: left as they are, so the rest of the run goes on. */
+  failed: string[];
   seconds: number;
 }
 
@@ -53,8 +56,9 @@ export class KeyringRotation {
     const toVersion = this.keyring.activeVersion;
     const batchSize = opts.batchSize ?? 1000;
     const total = await this.pending();
-    const result: RotationResult = { toVersion, providerKeys: 0, systemKeys: 0, skipped: 0, remaining: 0, seconds: 0 };
-    const report = () => opts.onProgress?.({ done: result.providerKeys + result.systemKeys + result.skipped, total });
+    const result: RotationResult = { toVersion, providerKeys: 0, systemKeys: 0, skipped: 0, remaining: 0, failed: [], seconds: 0 };
+    const failed = new Set<string>();
+    const report = () => opts.onProgress?.({ done: result.providerKeys + result.systemKeys + result.skipped + failed.size, total });
     try {
       result.systemKeys = await this.db.transaction((tx) => this.rotateSystemKeys(tx, toVersion));
       report();
@@ -63,10 +67,10 @@ export class KeyringRotation {
         for (let after = ''; ; ) {
           const batch = await this.db.transaction(async (tx) => {
             const rows = await this.staleBatch(tx, toVersion, after, batchSize);
-            return { rows, moved: await this.rewrapBatch(tx, rows, toVersion) };
+            return { rows, moved: await this.rewrapBatch(tx, rows, toVersion, failed) };
           });
           result.providerKeys += batch.moved;
-          result.skipped += batch.rows.length - batch.moved;
+          result.skipped += batch.rows.filter((r) => !failed.has(r.id)).length - batch.moved;
           report();
           if (batch.rows.length < batchSize) break;
           after = batch.rows[batch.rows.length - 1].id;
@@ -74,8 +78,9 @@ export class KeyringRotation {
           await new Promise((resolve) => setImmediate(resolve));
         }
         result.remaining = await this.pending();
-        if (result.remaining === 0) break;
+        if (result.remaining <= failed.size) break;
       }
+      result.failed = [...failed];
       result.seconds = (Date.now() - started) / 1000;
       await this.db.transaction((tx) => this.audit.record(tx, actor, 'keyring.rotate', result.remaining === 0 ? 'success' : 'error', {}, { detail: { ...result } }));
       return result;
@@ -102,15 +107,25 @@ export class KeyringRotation {
    * One UPDATE for the whole batch (CASE by id). The rows were read locked (FOR UPDATE on MySQL; SQLite's write
    * transaction is exclusive), so none can have moved since; only rows still under an old version are touched.
    */
-  private async rewrapBatch(tx: EntityManager, rows: DekRow[], toVersion: number): Promise<number> {
-    if (rows.length === 0) return 0;
+  private async rewrapBatch(tx: EntityManager, stale: DekRow[], toVersion: number, failed: Set<string>): Promise<number> {
     const arms = { dek: [] as unknown[], iv: [] as unknown[], tag: [] as unknown[] };
-    for (const row of rows) {
-      const w = this.envelope.rewrap(row.id, { ...row, formatVersion: 1, secretCiphertext: null, secretIv: null, secretTag: null }, toVersion);
+    const rows: DekRow[] = [];
+    for (const row of stale) {
+      let w: ReturnType<Envelope['rewrap']>;
+      try {
+        w = this.envelope.rewrap(row.id, { ...row, formatVersion: FORMAT_VERSION, secretCiphertext: null, secretIv: null, secretTag: null }, toVersion);
+      } catch (err) {
+        // One damaged row must not block rotation for good (every rerun would stop at it): leave it, name it, go on.
+        if (!(err instanceof IntegrityError)) throw err;
+        failed.add(row.id);
+        continue;
+      }
+      rows.push(row);
       arms.dek.push(row.id, w.wrappedDek);
       arms.iv.push(row.id, w.dekIv);
       arms.tag.push(row.id, w.dekTag);
     }
+    if (rows.length === 0) return 0;
     const kase = (col: string) => `CASE id ${rows.map(() => 'WHEN ? THEN ?').join(' ')} ELSE ${col} END`;
     const sql =
       `UPDATE provider_keys SET kek_version = ?, wrapped_dek = ${kase('wrapped_dek')}, dek_iv = ${kase('dek_iv')}, dek_tag = ${kase('dek_tag')} ` +

@@ -293,3 +293,49 @@ describe('pkv keyring rotate, SIGKILLed part-way through and run again', () => {
     expect(statusTable(status.stdout)).toEqual({ 2: [TOTAL, 2, TOTAL + 2] });
   }, 150_000);
 });
+
+describe('pkv keyring rotate past a damaged row', () => {
+  const TOTAL = 300;
+  const oldKey = randomMasterKey();
+  const newKey = randomMasterKey();
+  let ctx: TestContext;
+  let keys: SeededKey[];
+
+  beforeAll(async () => {
+    assertBuilt();
+    ctx = await createTestContext({ PKV_MASTER_KEY: oldKey });
+    const admin = await ctx.user('admin');
+    const owner = await ctx.user('member');
+    const project = await createProject(ctx, admin);
+    keys = await seedProviderKeys(ctx, TOTAL, { ownerId: owner.id, projectId: project.id, createdBy: admin.id });
+  }, 60_000);
+  afterAll(() => ctx?.close());
+
+  it('rewraps every other key, leaves the damaged one under its old version, names it and exits 1; audited as error', async () => {
+    const damaged = keys[17];
+    const [row] = await ctx.db.read((m) => m.query('SELECT wrapped_dek FROM provider_keys WHERE id = ?', [damaged.id]));
+    const bytes = Buffer.from(row.wrapped_dek);
+    bytes[3] ^= 0x01;
+    await ctx.db.transaction((tx) => tx.query('UPDATE provider_keys SET wrapped_dek = ? WHERE id = ?', [bytes, damaged.id]));
+
+    const env = { ...withKeyring(ctx.env, `2:${newKey},1:${oldKey}`), PKV_LOG_LEVEL: 'warn' };
+    const run = await runPkv(['keyring', 'rotate', '--batch-size', '50'], env, { cwd: ctx.tdb.dir, timeoutMs: 60_000 });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('1 provider key(s) failed their integrity check');
+    expect(run.stderr).toContain(damaged.id);
+    expect(await kekVersionCounts(ctx.db)).toEqual({ 1: 1, 2: TOTAL - 1 });
+    const [{ kek_version }] = await ctx.db.read((m) => m.query('SELECT kek_version FROM provider_keys WHERE id = ?', [damaged.id]));
+    expect(Number(kek_version)).toBe(1);
+    const audit = await auditRows(ctx, { action: 'keyring.rotate' });
+    expect(audit).toHaveLength(1);
+    expect(audit[0].outcome).toBe('error');
+    expect(JSON.parse(String(audit[0].detail))).toMatchObject({ toVersion: 2, providerKeys: TOTAL - 1, remaining: 1, failed: [damaged.id] });
+
+    const both = await openInstance(env);
+    try {
+      expect(await keysThatDoNotOpen(both.container, both.db, keys)).toEqual([damaged.id]);
+    } finally {
+      await both.close();
+    }
+  }, 90_000);
+});
