@@ -3,6 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { z } from 'zod';
+import net from 'node:net';
+import proxyaddr from 'proxy-addr';
+
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 export interface MasterKey {
   version: number;
@@ -75,9 +79,18 @@ const schema = z.object({
       return seconds;
     })
     .describe('session token lifetime: 30s, 15m, 1h …'),
-  PKV_HOST: z.string().min(1).default('127.0.0.1').describe('listen address'),
+  PKV_HOST: z
+    .string()
+    .default('127.0.0.1')
+    .refine((v) => net.isIP(v) !== 0 || HOSTNAME.test(v), 'must be an IP address or a host name')
+    .describe('listen address'),
   PKV_PORT: intIn(0, 65535).default(8080).describe('listen port'),
-  PKV_DATA_DIR: z.string().min(1).default('./data').describe('where dev files live'),
+  PKV_DATA_DIR: z
+    .string()
+    .min(1)
+    .default('./data')
+    .refine((v) => !fs.existsSync(v) || fs.statSync(v).isDirectory(), 'exists but is not a directory')
+    .describe('where dev files live'),
   PKV_BOOTSTRAP_ADMIN_PASSWORD: z
     .string()
     .min(12, 'must be at least 12 characters')
@@ -180,12 +193,19 @@ function parseDatabaseUrl(url: string, problems: string[]): DatabaseConfig {
   return { kind: 'sqlite', path: '' };
 }
 
-function parseTrustProxy(v: string | undefined): Config['trustProxy'] {
+function parseTrustProxy(v: string | undefined, problems: string[]): Config['trustProxy'] {
   if (v === undefined) return undefined;
   if (v === 'true') return true;
   if (v === 'false') return false;
   if (/^\d+$/.test(v)) return Number(v);
-  return v;
+  const list = v.split(',').map((s) => s.trim());
+  try {
+    // The very parser express uses for this setting: what passes here, express accepts.
+    proxyaddr.compile(list);
+  } catch (err) {
+    problems.push(`PKV_TRUST_PROXY: ${(err as Error).message}; use true, false, a hop count, or addresses/subnets (loopback, 10.0.0.0/8, …)`);
+  }
+  return list.join(', ');
 }
 
 function isUnderTempDir(p: string): boolean {
@@ -200,6 +220,7 @@ function devSecretFile(dataDir: string, name: string, make: () => string, genera
   try {
     const fd = fs.openSync(file, 'wx', 0o600);
     fs.writeSync(fd, make() + '\n');
+    fs.fsyncSync(fd);
     fs.closeSync(fd);
     generated.push(file);
   } catch (err) {
@@ -257,11 +278,15 @@ export function loadConfig(env: RawEnv = process.env, options: LoadOptions = {})
     problems.push('PKV_JWT_SECRET: required when NODE_ENV=production (no secret is ever generated in production)');
   } else if (mayGenerate && problems.length === 0) {
     jwtSecret = Buffer.from(devSecretFile(dataDir, 'jwt.secret', () => crypto.randomBytes(48).toString('base64url'), generated), 'utf8');
+    // A file cut short (a crash mid-write) or edited by hand must not become a forgeable session key.
+    if (jwtSecret.length < 32) problems.push(`PKV_JWT_SECRET: ${path.join(dataDir, 'jwt.secret')} holds fewer than 32 bytes; delete it to have a new one generated`);
   }
 
   if (production && database.kind === 'sqlite' && database.path && isUnderTempDir(database.path)) {
     problems.push(`PKV_DATABASE_URL: refusing a SQLite database under a temporary directory in production (${database.path})`);
   }
+
+  const trustProxy = parseTrustProxy(e.PKV_TRUST_PROXY, problems);
 
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -277,7 +302,7 @@ export function loadConfig(env: RawEnv = process.env, options: LoadOptions = {})
     bootstrapAdminPassword: e.PKV_BOOTSTRAP_ADMIN_PASSWORD,
     revealRateLimit: e.PKV_REVEAL_RATE_LIMIT,
     loginRateLimit: e.PKV_LOGIN_RATE_LIMIT,
-    trustProxy: parseTrustProxy(e.PKV_TRUST_PROXY),
+    trustProxy,
     logLevel: e.PKV_LOG_LEVEL,
     scryptCost: e.PKV_SCRYPT_COST,
     redisUrl: e.PKV_REDIS_URL,

@@ -220,6 +220,16 @@ export class Database {
     await this.read((m) => m.query('SELECT 1'));
   }
 
+  /**
+   * After destroying sealed bytes: SQLite keeps the previous page images in the WAL, and the main file holds them
+   * until a checkpoint; checkpointing (and truncating the WAL) makes secure_delete's zeroes the only copy left.
+   * Best effort: a busy checkpoint simply happens later. InnoDB has no equivalent (its undo log purges by itself).
+   */
+  async scrub(): Promise<void> {
+    if (this.kind !== 'sqlite') return;
+    await this.mutex.run(() => this.dataSource.query('PRAGMA wal_checkpoint(TRUNCATE)')).catch(() => undefined);
+  }
+
   async pendingMigrations(): Promise<boolean> {
     return this.dataSource.showMigrations();
   }
@@ -258,6 +268,8 @@ export function createDataSource(config: DatabaseConfig): DataSource {
         db.pragma('journal_mode = WAL');
         db.pragma('synchronous = FULL');
         db.pragma('foreign_keys = ON');
+        // Deleted and overwritten cells are zeroed, so a destroyed ciphertext or wrapped key is gone from the file.
+        db.pragma('secure_delete = ON');
         db.pragma('busy_timeout = 5000');
       },
     });

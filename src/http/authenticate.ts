@@ -19,12 +19,14 @@ export function clientOf(req: Request, res: Response): ClientInfo {
   return { ip: req.ip ?? null, userAgent: req.get('user-agent') ?? null, requestId: String(res.locals.requestId ?? '') || null };
 }
 
-/** The credential from `Authorization: Bearer …` or `X-API-Key: …`; two different ones at once are refused. */
+/** The credential from `Authorization: Bearer …` or `X-API-Key: pkv_…`; two different ones at once are refused. */
 function credentialOf(req: Request): string | undefined {
   const header = req.get('authorization');
   const bearer = header === undefined ? undefined : /^Bearer +([^\s]+) *$/i.exec(header)?.[1];
   if (header !== undefined && bearer === undefined) throw new UnauthorizedError();
   const apiKey = req.get('x-api-key')?.trim();
+  // X-API-Key carries the vault's own tokens only; a session JWT belongs in Authorization.
+  if (apiKey !== undefined && !apiKey.startsWith('pkv_')) throw new UnauthorizedError();
   if (bearer && apiKey && bearer !== apiKey) throw new UnauthorizedError();
   return bearer ?? apiKey;
 }

@@ -264,7 +264,7 @@ describe('API token scopes: effective rights are the token’s scopes narrowed b
       const keys = await ctx.http().get('/api/v1/provider-keys').set(t.auth);
       expect(keys.status).toBe(200);
       expect(keys.body.items).toEqual([]);
-      expect((await ctx.http().get('/api/v1/auth/me').set(t.auth)).body).toMatchObject({ role: 'member', via: 'api_token', scopes: ['users:read', 'projects:write', 'provider-keys:read'] });
+      expect((await ctx.http().get('/api/v1/auth/me').set(t.auth)).body).toMatchObject({ role: 'member', via: 'api_token', scopes: ['users:read', 'projects:write', 'provider-keys:read'], effectiveScopes: ['provider-keys:read'] });
       expect((await one('SELECT scopes FROM api_tokens WHERE id = ?', [t.id]))!.scopes).toBe('users:read projects:write provider-keys:read');
 
       expect((await ctx.http().patch(`/api/v1/users/${lead.id}`).set(admin.auth).send({ role: 'admin' })).status).toBe(200);

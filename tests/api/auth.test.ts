@@ -115,7 +115,7 @@ describe('/auth', () => {
       book.add(token.token);
       const res = await me(token.auth);
       expect(res.status).toBe(200);
-      expect(res.body).toEqual({ id: member.id, username: member.username, role: 'member', status: 'active', via: 'api_token', scopes: ['provider-keys:read', 'projects:read'], apiTokenId: token.id });
+      expect(res.body).toEqual({ id: member.id, username: member.username, role: 'member', status: 'active', via: 'api_token', scopes: ['provider-keys:read', 'projects:read'], effectiveScopes: ['provider-keys:read', 'projects:read'], apiTokenId: token.id });
       const viaHeader = await me({ 'X-API-Key': token.token });
       expect(viaHeader.status).toBe(200);
       expect(viaHeader.body.via).toBe('api_token');

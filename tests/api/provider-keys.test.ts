@@ -763,6 +763,27 @@ describe('provider keys', () => {
       expect(ctx.logText()).toContain(id);
     });
 
+    itSqlite('leaves no copy of a replaced or deleted key’s ciphertext and wrapped data key in the SQLite file or its WAL', async () => {
+      const key = await newKey();
+      const fileBytes = () => {
+        const file = ctx.tdb.url.replace(/^sqlite:/, '');
+        return Buffer.concat([fs.readFileSync(file), fs.existsSync(`${file}-wal`) ? fs.readFileSync(`${file}-wal`) : Buffer.alloc(0)]);
+      };
+      const sealedBytes = (row: StoredKeyRow) => [row.sealed.wrapped_dek, row.sealed.secret_ciphertext].filter((b): b is Buffer => !!b);
+      const first = sealedBytes(await storedKey(ctx, key.id));
+      expect(first).toHaveLength(2);
+      // The control: freshly stored, both are in the file, so the search itself works.
+      expect(first.every((b) => fileBytes().includes(b))).toBe(true);
+
+      expect((await call('put', `/provider-keys/${key.id}/secret`, admin.auth, { secret: uniqueSecret() })).status).toBe(200);
+      const second = sealedBytes(await storedKey(ctx, key.id));
+      expect(first.filter((b) => fileBytes().includes(b))).toEqual([]);
+      expect(second.every((b) => fileBytes().includes(b))).toBe(true);
+
+      expect((await call('delete', `/provider-keys/${key.id}`, admin.auth)).status).toBe(204);
+      expect([...first, ...second].filter((b) => fileBytes().includes(b))).toEqual([]);
+    });
+
     itSqlite('never writes a plaintext secret into the SQLite database file or its WAL', async () => {
       const key = await newKey({ secret: `sk-${crypto.randomBytes(40).toString('base64url')}` });
       await call('post', `/provider-keys/${key.id}/reveal`, owner.auth, {}).expect(200);

@@ -1,5 +1,5 @@
 import { createTestContext, TestContext, TestUser } from '../support/test-app';
-import { auditRows, createApiToken } from '../support/factories';
+import { auditRows, createApiToken, createKey, createProject } from '../support/factories';
 
 /** Findings of the independent security review, each pinned so it cannot come back. */
 describe('security review regressions', () => {
@@ -81,5 +81,83 @@ describe('security review regressions', () => {
     expect((await ctx.http().get('/api/v1/auth/me').set(u.auth)).status).toBe(401);
     const fresh = await ctx.login(u.username, u.password);
     expect((await ctx.http().get('/api/v1/auth/me').set('Authorization', `Bearer ${fresh}`)).status).toBe(200);
+  });
+  it('refuses a token without provider-keys:reveal handing a key to another owner (the new owner could reveal it)', async () => {
+    const project = await createProject(ctx, admin);
+    const key = await createKey(ctx, admin, { ownerId: member.id, projectId: project.id });
+    const other = await ctx.user('member');
+    const writer = await createApiToken(ctx, admin, ['users:write', 'provider-keys:write', 'provider-keys:read']);
+    const moved = await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(writer.auth).send({ ownerId: other.id });
+    expect(moved.status).toBe(403);
+    expect(moved.body.error.message).toMatch(/provider-keys:reveal/);
+    const [row] = await ctx.db.read((m) => m.query('SELECT owner_id FROM provider_keys WHERE id = ?', [key.id]));
+    expect(row.owner_id).toBe(member.id);
+    expect((await auditRows(ctx, { action: 'provider_key.update', keyId: key.id })).length).toBe(0);
+    // The same token may still rename the key; a token that may reveal may also reassign.
+    expect((await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(writer.auth).send({ name: 'renamed by token' })).status).toBe(200);
+    const revealer = await createApiToken(ctx, admin, ['provider-keys:write', 'provider-keys:reveal']);
+    expect((await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(revealer.auth).send({ ownerId: other.id })).status).toBe(200);
+  });
+
+  it('refuses a users:write token disabling or enabling an admin', async () => {
+    const second = await ctx.user('admin');
+    const token = await createApiToken(ctx, admin, ['users:write', 'users:read']);
+    expect((await ctx.http().patch(`/api/v1/users/${second.id}`).set(token.auth).send({ status: 'disabled' })).status).toBe(403);
+    const [row] = await ctx.db.read((m) => m.query('SELECT status FROM users WHERE id = ?', [second.id]));
+    expect(row.status).toBe('active');
+    expect((await ctx.http().get('/api/v1/auth/me').set(second.auth)).status).toBe(200);
+    const plain = await ctx.user('member');
+    expect((await ctx.http().patch(`/api/v1/users/${plain.id}`).set(token.auth).send({ status: 'disabled' })).status).toBe(200);
+  });
+
+  it('takes only pkv_ tokens in X-API-Key: a session JWT there is 401', async () => {
+    const res = await ctx.http().get('/api/v1/auth/me').set('X-API-Key', member.token);
+    expect(res.status).toBe(401);
+    expect(res.headers['www-authenticate']).toMatch(/^Bearer/);
+    expect((await ctx.http().get('/api/v1/auth/me').set(member.auth)).status).toBe(200);
+  });
+
+  it('never shows usage counters going backwards while flushes run under concurrent use', async () => {
+    const t = await createApiToken(ctx, member, ['provider-keys:read']);
+    let last = 0;
+    let backwards = 0;
+    const uses = Array.from({ length: 200 }, () => ctx.http().get('/api/v1/auth/me').set(t.auth));
+    const watch = (async () => {
+      for (let i = 0; i < 60; i++) {
+        if (i % 3 === 0) void ctx.container.usage.flush();
+        const got = await ctx.http().get(`/api/v1/api-tokens/${t.id}`).set(member.auth);
+        if (got.body.usageCount < last) backwards++;
+        last = got.body.usageCount;
+      }
+    })();
+    expect((await Promise.all(uses)).every((r) => r.status === 200)).toBe(true);
+    await watch;
+    expect(backwards).toBe(0);
+    await ctx.container.usage.flush();
+    expect((await ctx.http().get(`/api/v1/api-tokens/${t.id}`).set(member.auth)).body.usageCount).toBe(200 + 0);
+  });
+
+  describe('behind a proxy that is trusted blindly (PKV_TRUST_PROXY=true)', () => {
+    let proxied: TestContext;
+    beforeAll(async () => {
+      proxied = await createTestContext({ PKV_TRUST_PROXY: 'true' });
+    });
+    afterAll(() => proxied.close());
+
+    it('clips an oversized client address, so one request cannot stop usage counting for every token', async () => {
+      const u = await proxied.user('member');
+      const a = await createApiToken(proxied, u, ['provider-keys:read']);
+      const b = await createApiToken(proxied, u, ['provider-keys:read']);
+      const huge = `${'9'.repeat(300)}, 10.0.0.1`;
+      expect((await proxied.http().get('/api/v1/auth/me').set(a.auth).set('X-Forwarded-For', huge)).status).toBe(200);
+      expect((await proxied.http().get('/api/v1/auth/me').set(b.auth)).status).toBe(200);
+      await proxied.container.usage.flush();
+      const rows = await proxied.db.read((m) => m.query('SELECT id, usage_count, last_used_ip FROM api_tokens WHERE id IN (?, ?)', [a.id, b.id]));
+      const byId = new Map(rows.map((r: { id: string }) => [r.id, r]));
+      expect(Number((byId.get(a.id) as { usage_count: unknown }).usage_count)).toBe(1);
+      expect(Number((byId.get(b.id) as { usage_count: unknown }).usage_count)).toBe(1);
+      expect(String((byId.get(a.id) as { last_used_ip: unknown }).last_used_ip).length).toBeLessThanOrEqual(64);
+      expect(proxied.logText()).not.toContain('api_token.usage_flush_failed');
+    });
   });
 });

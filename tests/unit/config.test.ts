@@ -84,12 +84,27 @@ describe('loadConfig', () => {
       ['PKV_BOOTSTRAP_ADMIN_PASSWORD shorter than 12 characters', { PKV_BOOTSTRAP_ADMIN_PASSWORD: 'short-pw' }, /^PKV_BOOTSTRAP_ADMIN_PASSWORD: .*12/],
       ['NODE_ENV that is not development, production or test', { NODE_ENV: 'staging' }, /^NODE_ENV: /],
       ['PKV_REDIS_URL that is not redis://', { PKV_REDIS_URL: 'http://127.0.0.1:6379' }, /^PKV_REDIS_URL: .*redis/],
+      ['PKV_TRUST_PROXY that is neither a boolean, a hop count nor addresses', { PKV_TRUST_PROXY: 'bogus' }, /^PKV_TRUST_PROXY: invalid IP address: bogus/],
+      ['PKV_TRUST_PROXY with a subnet beyond /32', { PKV_TRUST_PROXY: 'loopback, 10.0.0.0/33' }, /^PKV_TRUST_PROXY: /],
+      ['PKV_HOST that is neither an address nor a host name', { PKV_HOST: 'local host' }, /^PKV_HOST: .*IP address or a host name/],
+      ['PKV_HOST with a URL in it', { PKV_HOST: 'http://0.0.0.0' }, /^PKV_HOST: /],
+      ['PKV_DATA_DIR that is a file', { PKV_DATA_DIR: __filename }, /^PKV_DATA_DIR: exists but is not a directory/],
     ];
     it.each(cases)('%s', (_story, overrides, line) => {
       const problems = problemsOf(valid(overrides));
       expect(problems).toHaveLength(1);
       expect(problems[0]).toMatch(line);
     });
+  });
+
+  it.each([
+    ['true', true],
+    ['false', false],
+    ['2', 2],
+    ['loopback', 'loopback'],
+    [' loopback ,10.0.0.0/8, 2001:db8::/32 ', 'loopback, 10.0.0.0/8, 2001:db8::/32'],
+  ])('takes PKV_TRUST_PROXY=%j as express would', (value, expected) => {
+    expect(loadConfig(valid({ PKV_TRUST_PROXY: value }), { generateDevSecrets: false }).trustProxy).toEqual(expected);
   });
 
   it('names the version of a keyring entry whose key is not 32 bytes', () => {
@@ -265,6 +280,16 @@ describe('loadConfig', () => {
       expect(second.generated).toEqual([]);
       expect(second.masterKeys).toEqual(first.masterKeys);
       expect(second.jwtSecret.equals(first.jwtSecret)).toBe(true);
+    });
+
+    it('refuses a jwt.secret file cut short or emptied (it would be a forgeable session key), naming the file', () => {
+      for (const content of ['', 'short-secret\n']) {
+        const dataDir = path.join(tmp, `dev-short-${crypto.randomBytes(3).toString('hex')}`);
+        fs.mkdirSync(dataDir, { recursive: true });
+        fs.writeFileSync(path.join(dataDir, 'jwt.secret'), content, { mode: 0o600 });
+        const problems = problemsOf(dev(dataDir), true);
+        expect(problems).toEqual([`PKV_JWT_SECRET: ${path.join(dataDir, 'jwt.secret')} holds fewer than 32 bytes; delete it to have a new one generated`]);
+      }
     });
 
     it('generates nothing when the environment has problems', () => {

@@ -37,6 +37,7 @@ export interface IssuedToken {
 
 const DAY_MS = 86_400_000;
 export const DEFAULT_TOKEN_DAYS = 90;
+const IP_MAX = 64;
 const parseScopes = (s: string) => s.split(' ').filter((x): x is Scope => (SCOPES as readonly string[]).includes(x));
 
 interface PendingUse {
@@ -66,7 +67,10 @@ export class UsageTracker {
     this.timer.unref();
   }
 
-  note(id: string, ip: string | null, at = new Date()): void {
+  note(id: string, rawIp: string | null, at = new Date()): void {
+    // Behind a trusting proxy the address is whatever the client sent: clip it like audit rows do, or one oversized
+    // value would fail every flush on MySQL and stop usage counting for all tokens.
+    const ip = rawIp === null ? null : rawIp.slice(0, IP_MAX);
     const p = this.pending.get(id);
     if (p) {
       p.count++;
@@ -77,6 +81,19 @@ export class UsageTracker {
 
   pendingFor(id: string): PendingUse | undefined {
     return this.pending.get(id);
+  }
+
+  /**
+   * Runs fn while no flush is in progress, so a read of the stored counters plus `pendingFor` counts every use
+   * exactly once (a flush moves uses from memory to the database in one step that fn never straddles).
+   */
+  settled<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.flushing.then(fn);
+    this.flushing = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
   }
 
   flush(): Promise<void> {
@@ -178,21 +195,24 @@ export class ApiTokensService {
     const manager = this.managesAll(actor);
     if (!manager && userId && userId !== actor.userId) return { items: [], nextCursor: null };
     const scope = manager ? userId : actor.userId;
-    const rows = await this.db.read((m) => this.tokens.list(m, scope, page));
-    return toPageResult(rows, page, (t) => this.toApiToken(t));
+    return this.usage.settled(async () => {
+      const rows = await this.db.read((m) => this.tokens.list(m, scope, page));
+      return toPageResult(rows, page, (t) => this.toApiToken(t));
+    });
   }
 
   async get(actor: Actor, id: string): Promise<ApiToken> {
-    return this.toApiToken(await this.db.read((m) => this.findVisibleTo(m, actor, id)));
+    return this.usage.settled(async () => this.toApiToken(await this.db.read((m) => this.findVisibleTo(m, actor, id))));
   }
 
   async rename(actor: Actor, id: string, name: string): Promise<ApiToken> {
     this.assertManagedBySession(actor);
-    return this.db.transaction(async (tx) => {
-      const t = await this.findVisibleTo(tx, actor, id);
+    const t = await this.db.transaction(async (tx) => {
+      const found = await this.findVisibleTo(tx, actor, id);
       await this.tokens.update(tx, id, { name });
-      return this.toApiToken({ ...t, name });
+      return found;
     });
+    return this.get(actor, t.id);
   }
 
   /** A new secret, shown once; the old one stops working at the commit. */
@@ -211,12 +231,12 @@ export class ApiTokensService {
   async renew(actor: Actor, id: string, expiresInDays = DEFAULT_TOKEN_DAYS): Promise<ApiToken> {
     this.assertManagedBySession(actor);
     const expiresAt = new Date(Date.now() + expiresInDays * DAY_MS);
-    return this.db.transaction(async (tx) => {
+    await this.db.transaction(async (tx) => {
       const t = await this.findLive(tx, actor, id);
       await this.tokens.update(tx, id, { expiresAt });
       await this.audit.record(tx, actor, 'api_token.renew', 'success', {}, { detail: { tokenId: id, userId: t.userId, name: t.name, expiresAt: expiresAt.toISOString() } });
-      return this.toApiToken({ ...t, expiresAt });
     });
+    return this.get(actor, id);
   }
 
   /** Revoked for good: the row stays with revokedAt set, and no route brings it back. */

@@ -2,6 +2,7 @@ import { Router, RequestHandler } from 'express';
 import { actorOf, clientOf, SESSION_COOKIE } from '../../http/authenticate';
 import { parse } from '../../http/validate';
 import type { AuthService } from './auth.service';
+import { SCOPES } from './actor';
 import { changePasswordBody, loginBody } from './auth.schemas';
 
 export function authRoutes(auth: AuthService, authenticate: RequestHandler): Router {
@@ -35,7 +36,8 @@ export function authRoutes(auth: AuthService, authenticate: RequestHandler): Rou
       role: a.role,
       status: 'active',
       via: a.via,
-      ...(a.tokenScopes ? { scopes: a.tokenScopes, apiTokenId: a.apiTokenId } : {}),
+      // scopes: what the token was granted; effectiveScopes: what it may do now (narrowed by the user's current role).
+      ...(a.tokenScopes ? { scopes: a.tokenScopes, effectiveScopes: SCOPES.filter((s) => a.rights.has(s)), apiTokenId: a.apiTokenId } : {}),
       ...(csrfToken ? { csrfToken } : {}),
     });
   });

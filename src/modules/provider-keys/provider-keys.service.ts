@@ -91,6 +91,7 @@ export function toProviderKey(k: ProviderKeyEntity): ProviderKey {
   };
 }
 
+const TOKEN_OWNER_CHANGE = 'Changing the owner through an API token needs the provider-keys:reveal scope as well: the new owner can reveal the key';
 const binding = (k: Pick<ProviderKeyEntity, 'id' | 'ownerId' | 'projectId'>): SecretBinding => ({ keyId: k.id, ownerId: k.ownerId, projectId: k.projectId });
 const target = (k: Pick<ProviderKeyEntity, 'id' | 'ownerId' | 'projectId'>) => ({ keyId: k.id, ownerId: k.ownerId, projectId: k.projectId });
 
@@ -188,7 +189,9 @@ export class ProviderKeysService {
   async update(actor: Actor, id: string, input: UpdateKeyInput): Promise<ProviderKey> {
     if (input.expiresAt && input.expiresAt.getTime() <= Date.now()) throw invalid('expiresAt', 'must be in the future');
     try {
-      return await this.applyUpdate(actor, id, input);
+      const updated = await this.applyUpdate(actor, id, input);
+      if (input.ownerId !== undefined || input.projectId !== undefined) await this.db.scrub(); // re-sealed: the old bytes go
+      return updated;
     } catch (err) {
       if (err instanceof IntegrityError) {
         // Moving a key whose stored bytes fail authentication: refused, and the failure is on the record.
@@ -207,6 +210,8 @@ export class ProviderKeysService {
       if (input.status !== undefined && input.status !== key.status) patch.status = input.status;
       if (input.expiresAt !== undefined && iso(input.expiresAt) !== iso(key.expiresAt)) patch.expiresAt = input.expiresAt;
       if (input.ownerId !== undefined && input.ownerId !== key.ownerId) patch.ownerId = input.ownerId;
+      // Handing a key to a new owner hands them its secret: through a token that is a reveal, so it needs that scope.
+      if (patch.ownerId && actor.via === 'api_token' && !can(actor, 'provider-keys:reveal')) throw new ForbiddenError(TOKEN_OWNER_CHANGE);
       if (input.projectId !== undefined && input.projectId !== key.projectId) patch.projectId = input.projectId;
       const changed = Object.keys(patch);
       if (patch.ownerId || patch.projectId) {
@@ -235,7 +240,7 @@ export class ProviderKeysService {
   async replaceSecret(actor: Actor, id: string, rawSecret: string): Promise<ProviderKey> {
     const secret = cleanSecret(rawSecret);
     const fingerprint = this.fingerprint(secret);
-    return this.withDuplicateCheck(fingerprint, () =>
+    const replaced = await this.withDuplicateCheck(fingerprint, () =>
       this.db.transaction(async (tx) => {
         const key = await this.findWritable(tx, actor, id);
         if (key.fingerprint !== fingerprint) await this.assertNotStored(tx, fingerprint);
@@ -250,6 +255,8 @@ export class ProviderKeysService {
         return toProviderKey({ ...key, ...patch });
       }),
     );
+    await this.db.scrub();
+    return replaced;
   }
 
   /** Destroys the ciphertext and wrapped data key; the row stays as a `deleted` tombstone so audit rows resolve. */
@@ -270,6 +277,7 @@ export class ProviderKeysService {
       });
       await this.audit.record(tx, actor, 'provider_key.delete', 'success', target(key), { detail: { name: key.name } });
     });
+    await this.db.scrub();
   }
 
   /**

@@ -20,6 +20,7 @@ export interface User {
 }
 
 /** A token with users:write must not be a way to mint an admin or take over an account (and so every secret). */
+const TOKEN_ADMIN_STATUS = 'API tokens cannot disable or enable admins; sign in to do this';
 const TOKEN_ESCALATION = 'API tokens cannot create admins, change roles or set passwords; sign in to do this';
 
 export function toUser(e: UserEntity): User {
@@ -106,6 +107,7 @@ export class UsersService {
     return this.db.transaction(async (tx) => {
       const user = await this.users.findById(tx, id);
       if (!user) throw new NotFoundError('No such user');
+      if (actor.via === 'api_token' && user.role === 'admin' && input.status !== undefined && input.status !== user.status) throw new ForbiddenError(TOKEN_ADMIN_STATUS);
       const losesAdmin = user.role === 'admin' && user.status === 'active' && ((input.role && input.role !== 'admin') || input.status === 'disabled');
       if (losesAdmin && (await this.users.countActiveAdmins(tx)) <= 1) {
         throw new ConflictError('This is the last active admin; make another admin first');
