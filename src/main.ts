@@ -78,21 +78,37 @@ export async function start(config: Config, logger: Logger, opts: { tls?: TlsMat
     await db.close();
     throw err;
   }
-  const bootstrapPassword = await bootstrapAdmin(container);
   container.usage.start();
   container.audit.chain.start();
   const prune = setInterval(() => void container.auth.pruneRevokedSessions().catch(() => undefined), 10 * 60 * 1000);
   prune.unref();
 
   const app = createApp(container, state);
-  const server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, app) : http.createServer(app);
-  server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 66_000;
-  server.requestTimeout = 30_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? config.port, opts.host ?? config.host, () => resolve());
-  });
+  let server: http.Server;
+  let bootstrapPassword: string | undefined;
+  try {
+    // TLS material and the port are checked before the first admin is created: a start that fails after that
+    // would have created it with a random password nobody ever saw.
+    server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, app) : http.createServer(app);
+    server.keepAliveTimeout = 65_000;
+    server.headersTimeout = 66_000;
+    server.requestTimeout = 30_000;
+    const where = { port: opts.port ?? config.port, host: opts.host ?? config.host };
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL' ? new StartupError(`PKV_HOST/PKV_PORT: cannot listen on ${where.host}:${where.port} (${err.code})`) : err),
+      );
+      server.listen(where.port, where.host, () => resolve());
+    });
+    bootstrapPassword = await bootstrapAdmin(container);
+  } catch (err) {
+    clearInterval(prune);
+    await container.usage.stop().catch(() => undefined);
+    await container.audit.chain.stop();
+    await container.limits.close().catch(() => undefined);
+    await db.close();
+    throw err;
+  }
   state.ready = true;
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;

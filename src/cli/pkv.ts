@@ -2,6 +2,7 @@
 import 'reflect-metadata';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import tlsModule from 'node:tls';
 import { once } from 'node:events';
 import { Command, CommanderError, Option } from 'commander';
 import { Presets, SingleBar } from 'cli-progress';
@@ -106,6 +107,14 @@ export function buildProgram(): Command {
           tls = { cert: fs.readFileSync(opts.tlsCert), key: fs.readFileSync(opts.tlsKey) };
         } catch (err) {
           throw new CliError(`cannot read TLS files: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, 2);
+        }
+      }
+      if (tls) {
+        try {
+          tlsModule.createSecureContext({ cert: tls.cert, key: tls.key });
+        } catch (err) {
+          // OpenSSL's reason ("key values mismatch", "no start line") names no secret material.
+          throw new CliError(`TLS certificate and key are unusable: ${(err as Error).message}`, 2);
         }
       }
       for (const file of cfg.generated) logger.warn(`generated a development secret at ${file} (mode 0600); configure your own for production`, { event: 'config.dev_secret_generated' });

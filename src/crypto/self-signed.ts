@@ -43,22 +43,33 @@ export function generateSelfSigned(now = new Date()): { cert: string; key: strin
   return { cert: forge.pki.certificateToPem(cert), key: keyPem };
 }
 
-/** Reuses the certificate kept in the data dir while it has a month left; otherwise makes a new one (key mode 0600). */
+/** The stored pair when it parses, belongs together and has a month left; undefined when it must be made anew. */
+function reusable(certFile: string, keyFile: string, now: Date): { cert: string; key: string; x509: crypto.X509Certificate } | undefined {
+  if (!fs.existsSync(certFile) || !fs.existsSync(keyFile)) return undefined;
+  try {
+    const cert = fs.readFileSync(certFile, 'utf8');
+    const key = fs.readFileSync(keyFile, 'utf8');
+    const x509 = new crypto.X509Certificate(cert);
+    if (!x509.checkPrivateKey(crypto.createPrivateKey(key))) return undefined;
+    return new Date(x509.validTo).getTime() - now.getTime() > 30 * 86_400_000 ? { cert, key, x509 } : undefined;
+  } catch {
+    return undefined; // corrupt or half-written: replace it
+  }
+}
+
+/** Reuses the certificate kept in the data dir while it is sound with a month left; otherwise makes a new one (key mode 0600). */
 export function ensureSelfSigned(dataDir: string, now = new Date()): SelfSigned {
   const dir = path.join(dataDir, 'tls');
   const certFile = path.join(dir, 'self-signed.crt');
   const keyFile = path.join(dir, 'self-signed.key');
-  if (fs.existsSync(certFile) && fs.existsSync(keyFile)) {
-    const cert = fs.readFileSync(certFile, 'utf8');
-    const x509 = new crypto.X509Certificate(cert);
-    if (new Date(x509.validTo).getTime() - now.getTime() > 30 * 86_400_000) {
-      return { cert, key: fs.readFileSync(keyFile, 'utf8'), fingerprint: x509.fingerprint256, certFile, created: false };
-    }
-  }
+  const kept = reusable(certFile, keyFile, now);
+  if (kept) return { cert: kept.cert, key: kept.key, fingerprint: kept.x509.fingerprint256, certFile, created: false };
   const fresh = generateSelfSigned(now);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  fs.writeFileSync(keyFile, fresh.key, { mode: 0o600 });
-  fs.chmodSync(keyFile, 0o600);
+  // The private key never sits in a file with looser permissions: written to a new 0600 file, then renamed over.
+  const tmpKey = `${keyFile}.${process.pid}.tmp`;
+  fs.writeFileSync(tmpKey, fresh.key, { mode: 0o600, flag: 'wx' });
+  fs.renameSync(tmpKey, keyFile);
   fs.writeFileSync(certFile, fresh.cert, { mode: 0o644 });
   return { ...fresh, fingerprint: certFingerprint(fresh.cert), certFile, created: true };
 }

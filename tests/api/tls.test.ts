@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import forge from 'node-forge';
 import { createTestDatabase, dbKind, testEnv, TestDatabase } from '../support/test-app';
@@ -112,6 +113,44 @@ describeTls('pkv serve over HTTPS', () => {
     }, 60_000);
   });
 
+  it('makes a new self-signed certificate when the kept key does not belong to the kept certificate', async () => {
+    const dir = fs.mkdtempSync(path.join(tdb.dir, 'mismatch-'));
+    const e = { ...env, PKV_DATA_DIR: dir, PKV_DATABASE_URL: `sqlite:${path.join(dir, 'vault.db')}` };
+    const first = await servePkv(['--tls-self-signed'], e, { cwd: tdb.dir });
+    await first.stop();
+    fs.copyFileSync(writeTestCertificate(fs.mkdtempSync(path.join(tdb.dir, 'stray-'))).keyFile, path.join(dir, 'tls', 'self-signed.key'));
+    const second = await servePkv(['--tls-self-signed'], e, { cwd: tdb.dir });
+    try {
+      expect(second.stdout()).toContain('(new)');
+      expect(second.fingerprint).not.toBe(first.fingerprint);
+      expect((await pinnedRequest(second.url, second.fingerprint!, { path: '/healthz' })).status).toBe(200);
+    } finally {
+      await second.stop();
+    }
+  }, 60_000);
+
+  it('creates the first admin only once it listens: a start that cannot listen leaves the database without users', async () => {
+    const dir = fs.mkdtempSync(path.join(tdb.dir, 'busy-'));
+    const e = { ...env, PKV_DATA_DIR: dir, PKV_DATABASE_URL: `sqlite:${path.join(dir, 'vault.db')}`, PKV_BOOTSTRAP_ADMIN_PASSWORD: undefined };
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve()));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const res = await runPkv(['serve', '--port', String(port)], e, { cwd: tdb.dir, timeoutMs: 30_000, killOnStdout: /listening on/ });
+      expect(res.code).toBe(3);
+      expect(res.stdout).not.toMatch(/Password:/);
+      expect(linesOf(res.stderr)).toEqual([`pkv: PKV_HOST/PKV_PORT: cannot listen on 127.0.0.1:${port} (EADDRINUSE)`]);
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
+    const serving = await servePkv([], { ...e, PKV_PORT: '0' }, { cwd: tdb.dir });
+    try {
+      expect(serving.stdout()).toMatch(/First admin created\. Username: admin {2}Password: \S+/);
+    } finally {
+      await serving.stop();
+    }
+  }, 60_000);
+
   describe('with --tls-cert and --tls-key', () => {
     it('serves HTTPS with the operator’s own certificate', async () => {
       const own = writeTestCertificate(fs.mkdtempSync(path.join(tdb.dir, 'own-')));
@@ -133,6 +172,8 @@ describeTls('pkv serve over HTTPS', () => {
       ['--tls-key without --tls-cert', (f) => ['--tls-key', f.keyFile], /--tls-cert and --tls-key go together/],
       ['--tls-self-signed with --tls-cert/--tls-key', (f) => ['--tls-self-signed', '--tls-cert', f.certFile, '--tls-key', f.keyFile], /cannot be combined/],
       ['a --tls-cert file that does not exist', (f) => ['--tls-cert', `${f.certFile}.missing`, '--tls-key', f.keyFile], /cannot read TLS files/],
+      ['a --tls-key that belongs to another certificate', (f) => ['--tls-cert', f.certFile, '--tls-key', writeTestCertificate(fs.mkdtempSync(path.join(tdb.dir, 'other-'))).keyFile], /TLS certificate and key are unusable: .*mismatch/],
+      ['a --tls-key file that is not PEM', (f) => ['--tls-cert', f.certFile, '--tls-key', f.certFile], /TLS certificate and key are unusable/],
     ])('exits non-zero before listening with %s, with one stderr line', async (_story, args, line) => {
       const own = writeTestCertificate(fs.mkdtempSync(path.join(tdb.dir, 'bad-')));
       const res = await runPkv(['serve', ...args(own)], env, { cwd: tdb.dir, timeoutMs: 30_000, killOnStdout: /listening on/ });
