@@ -84,6 +84,13 @@ export class Keyring {
     }
     for (const version of this.versions) {
       if (canaries.some((c) => c.kekVersion === version)) continue;
+      // No canary yet, but rows under this version (a database from before canaries, a partial restore): a canary
+      // sealed now would bless whatever key is configured, so first prove the key opens one of those rows.
+      if (!(await this.opensAWrappedRow(db, version))) {
+        throw new KeyringMismatchError(
+          `PKV_MASTER_KEYS: master key version ${version} does not open the rows wrapped under it (wrong or truncated key), and this database has no canary for it`,
+        );
+      }
       const sealed = seal(this.kek(version), CANARY, aad('pkv/v1/canary', version));
       try {
         await db.transaction((tx) => tx.insert(KekCanaryEntity, { kekVersion: version, ...sealed, createdAt: new Date() }));
@@ -94,9 +101,31 @@ export class Keyring {
     }
   }
 
-  /** For readiness: every configured version's canary in the database still opens. */
+  /** True when no row is wrapped under `version`, or one such row unwraps under the configured key. */
+  private async opensAWrappedRow(db: Database, version: number): Promise<boolean> {
+    const [system, provider] = await db.read(async (m) => [
+      await m.getRepository(SystemKeyEntity).findOneBy({ kekVersion: version }),
+      await m.getRepository(ProviderKeyEntity).findOne({ where: { kekVersion: version }, select: ['id', 'kekVersion', 'wrappedDek', 'dekIv', 'dekTag'] }),
+    ]);
+    try {
+      if (system) this.unwrap({ kekVersion: version, iv: system.iv, tag: system.tag, ciphertext: system.wrapped }, `system:${system.name}`).fill(0);
+      else if (provider?.wrappedDek && provider.dekIv && provider.dekTag) {
+        this.unwrap({ kekVersion: version, iv: provider.dekIv, tag: provider.dekTag, ciphertext: provider.wrappedDek }, provider.id).fill(0);
+      }
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * For readiness: every configured version's canary in the database still opens, and the system keys (rotated
+   * first by `pkv keyring rotate`) are under configured versions: a server left with an outdated keyring after a
+   * rotation is not ready, rather than failing every reveal.
+   */
   async matches(db: Database): Promise<boolean> {
-    const canaries = await db.read((m) => m.getRepository(KekCanaryEntity).find());
+    const [canaries, systemKeys] = await db.read(async (m) => [await m.getRepository(KekCanaryEntity).find(), await m.getRepository(SystemKeyEntity).find({ select: ['kekVersion'] })]);
+    if (systemKeys.some((k) => !this.has(k.kekVersion))) return false;
     return canaries
       .filter((c) => this.has(c.kekVersion))
       .every((c) => {

@@ -6,6 +6,9 @@ import { createTestContext, randomMasterKey, TestContext, TestUser } from '../su
 import { createKey, createProject, CreatedKey } from '../support/factories';
 import { ConfigError, loadConfig } from '../../src/config';
 import { KeyringMismatchError } from '../../src/crypto/keyring';
+import { cliActor } from '../../src/modules/auth/actor';
+
+const cliActorForTest = () => cliActor(null);
 import {
   assertBuilt,
   fetchJson,
@@ -133,6 +136,69 @@ describe('start-up against a database sealed under master key version 1', () => 
       }
       expect(await canaryVersions(ctx)).toEqual([1, 2]);
     }, 60_000);
+  });
+});
+
+describe('start-up against rows under a version whose canary is missing (a database from before canaries, a partial restore)', () => {
+  const k1 = randomMasterKey();
+  let ctx: TestContext;
+  let key: CreatedKey;
+  let owner: TestUser;
+  beforeAll(async () => {
+    ctx = await createTestContext({ PKV_MASTER_KEY: k1 });
+    const admin = await ctx.user('admin');
+    owner = await ctx.user('member');
+    key = await createKey(ctx, admin, { ownerId: owner.id, projectId: (await createProject(ctx, admin)).id });
+    await ctx.db.transaction((tx) => tx.query('DELETE FROM kek_canaries'));
+  });
+  afterAll(() => ctx.close());
+
+  it('refuses a wrong key for that version instead of sealing a canary that would bless it', async () => {
+    const err = await refusal(withKeyring(ctx.env, `1:${randomMasterKey()}`));
+    expect(err).toBeInstanceOf(KeyringMismatchError);
+    expect(err.message).toMatch(/^PKV_MASTER_KEYS: master key version 1 does not open the rows wrapped under it/);
+    expect(await canaryVersions(ctx)).toEqual([]);
+  });
+
+  it('accepts the right key, seals the canary again, and serves the key', async () => {
+    const instance = await openInstance(withKeyring(ctx.env, `1:${k1}`));
+    try {
+      expect(await canaryVersions(ctx)).toEqual([1]);
+      expect(await instance.container.keyring.matches(instance.db)).toBe(true);
+      const res = await instance.http().post(`/api/v1/provider-keys/${key.id}/reveal`).set(owner.auth).send({});
+      expect(res.status).toBe(200);
+      expect(res.body.secret).toBe(key.secret);
+    } finally {
+      await instance.close();
+    }
+  });
+});
+
+describe('GET /readyz on a server left with an outdated keyring after another process rotated', () => {
+  const k1 = randomMasterKey();
+  const k2 = randomMasterKey();
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext({ PKV_MASTER_KEY: k1 });
+    const admin = await ctx.user('admin');
+    const owner = await ctx.user('member');
+    await createKey(ctx, admin, { ownerId: owner.id, projectId: (await createProject(ctx, admin)).id });
+  });
+  afterAll(() => ctx.close());
+
+  it('turns 503 (keyring mismatch) once the system keys are under a version it does not have', async () => {
+    expect((await ctx.http().get('/readyz')).status).toBe(200);
+    const rotated = await openInstance(withKeyring(ctx.env, `2:${k2},1:${k1}`));
+    try {
+      const result = await rotated.container.rotation.run(cliActorForTest());
+      expect(result).toMatchObject({ toVersion: 2, systemKeys: 2, remaining: 0 });
+      expect((await rotated.http().get('/readyz')).status).toBe(200);
+    } finally {
+      await rotated.close();
+    }
+    const stale = await ctx.http().get('/readyz');
+    expect(stale.status).toBe(503);
+    expect(stale.body).toMatchObject({ status: 'unavailable', database: 'ok', keyring: 'mismatch' });
   });
 });
 
