@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import { createTestContext, TestContext, TestUser } from '../support/test-app';
 import { auditRows, createApiToken } from '../support/factories';
 import {
@@ -81,6 +82,17 @@ describe('/auth', () => {
       ]);
       expect(fresh[1].actor_id).toBe(member.id);
       expect(fresh[0].actor_id).toBeNull();
+    });
+
+    it('does not put a name that cannot be a username (often a password typed in the wrong field) on record', async () => {
+      const typo = `Pa$$ word with spaces ${crypto.randomBytes(6).toString('base64url')}`;
+      const before = await auditRows(ctx, { action: 'auth.login' });
+      expectError(await signIn(typo, 'whatever-password'), 401, 'unauthorized');
+      const after = await auditRows(ctx, { action: 'auth.login' });
+      const fresh = after.slice(0, after.length - before.length);
+      expect(fresh.map((r) => [r.outcome, r.actor_username, detailOf(r).why])).toEqual([['denied', '(not a valid username)', 'unknown_user']]);
+      expect(JSON.stringify(after)).not.toContain(typo.toLowerCase());
+      expect(ctx.logText().toLowerCase()).not.toContain(typo.toLowerCase());
     });
 
     it('refuses a disabled user exactly like a wrong password, audited as denied', async () => {

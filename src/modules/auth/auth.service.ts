@@ -28,6 +28,7 @@ export interface LoginResult {
 }
 
 const BAD_CREDENTIALS = 'Invalid username or password';
+const NOT_A_USERNAME = '(not a valid username)';
 
 export class AuthService {
   private dummyHash: Promise<string> | undefined;
@@ -39,7 +40,10 @@ export class AuthService {
     private readonly audit: AuditService,
     private readonly limits: RateLimits,
     private readonly scryptCost: number,
-  ) {}
+  ) {
+    // Computed now, not at the first unknown-user sign-in (which would then cost two scrypt runs and stand out).
+    void this.dummy().catch(() => undefined);
+  }
 
   /**
    * Unknown user, wrong password and disabled user answer alike and take the same time (one scrypt each). The
@@ -51,7 +55,8 @@ export class AuthService {
     const ipKey = client.ip ?? '';
     // Only names that could exist are looked up: MySQL's collation would match 'víctim ' to 'victim'.
     const user = USERNAME.test(username) ? await this.db.read((m) => this.users.findByUsername(m, username)) : null;
-    const anon = { anonymous: true as const, claimedUsername: username, userId: user?.id, role: user?.role, ...client };
+    // A name that cannot be a username is often a password typed in the wrong field: it is not put on record.
+    const anon = { anonymous: true as const, claimedUsername: USERNAME.test(username) ? username : NOT_A_USERNAME, userId: user?.id, role: user?.role, ...client };
     try {
       await consume(this.limits.loginByUserIp, userIpKey);
       await consume(this.limits.loginByIp, ipKey);
