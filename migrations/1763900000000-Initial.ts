@@ -1,9 +1,20 @@
-import { MigrationInterface, QueryRunner, Table, TableColumnOptions, TableIndex } from 'typeorm';
+import { MigrationInterface, QueryRunner, Table, TableColumnOptions, TableIndex, TableOptions } from 'typeorm';
 
 const id = (name = 'id'): TableColumnOptions => ({ name, type: 'varchar', length: '36', isPrimary: name === 'id' });
 const str = (name: string, length: number, nullable = false): TableColumnOptions => ({ name, type: 'varchar', length: String(length), isNullable: nullable });
 const ms = (name: string, nullable = false): TableColumnOptions => ({ name, type: 'bigint', isNullable: nullable });
 const blob = (name: string, nullable = true): TableColumnOptions => ({ name, type: 'blob', isNullable: nullable });
+
+/**
+ * On MySQL/MariaDB every text column is utf8mb4, whatever the database's default (upstream MariaDB's is latin1):
+ * otherwise a name, reason or user agent outside latin1 is refused or stored as '?', and the audit row holding it
+ * no longer matches its MAC, so verify would report tampering that never happened.
+ */
+function table(q: QueryRunner, options: TableOptions): Table {
+  if (q.connection.options.type !== 'mysql') return new Table(options);
+  const text = (c: TableColumnOptions) => c.type === 'varchar' || c.type === 'text';
+  return new Table({ ...options, columns: options.columns?.map((c) => (text(c) ? { ...c, charset: 'utf8mb4', collation: 'utf8mb4_unicode_ci' } : c)) });
+}
 
 /** One schema for SQLite and MySQL/MariaDB: portable types only, timestamps as UTC epoch milliseconds. */
 export class Initial1763900000000 implements MigrationInterface {
@@ -11,7 +22,7 @@ export class Initial1763900000000 implements MigrationInterface {
 
   async up(q: QueryRunner): Promise<void> {
     await q.createTable(
-      new Table({
+      table(q, {
         name: 'users',
         columns: [
           id(),
@@ -29,7 +40,7 @@ export class Initial1763900000000 implements MigrationInterface {
     );
 
     await q.createTable(
-      new Table({
+      table(q, {
         name: 'projects',
         columns: [id(), str('name', 128), str('description', 1024, true), ms('created_at'), ms('updated_at')],
         indices: [new TableIndex({ name: 'uq_projects_name', columnNames: ['name'], isUnique: true })],
@@ -37,7 +48,7 @@ export class Initial1763900000000 implements MigrationInterface {
     );
 
     await q.createTable(
-      new Table({
+      table(q, {
         name: 'revoked_sessions',
         columns: [{ name: 'jti', type: 'varchar', length: '64', isPrimary: true }, id('user_id'), ms('expires_at')],
         indices: [new TableIndex({ name: 'ix_revoked_sessions_expires', columnNames: ['expires_at'] })],
@@ -45,7 +56,7 @@ export class Initial1763900000000 implements MigrationInterface {
     );
 
     await q.createTable(
-      new Table({
+      table(q, {
         name: 'provider_keys',
         columns: [
           id(),
@@ -87,7 +98,7 @@ export class Initial1763900000000 implements MigrationInterface {
     );
 
     await q.createTable(
-      new Table({
+      table(q, {
         name: 'api_tokens',
         columns: [
           id(),
@@ -114,7 +125,7 @@ export class Initial1763900000000 implements MigrationInterface {
 
     // No foreign keys: audit rows outlive anything they mention and must never wait on a parent row's lock.
     await q.createTable(
-      new Table({
+      table(q, {
         name: 'audit_events',
         columns: [
           id(),
@@ -151,7 +162,7 @@ export class Initial1763900000000 implements MigrationInterface {
 
     // One row: the newest sealed link. Only the sealer locks it; request transactions never touch it.
     await q.createTable(
-      new Table({
+      table(q, {
         name: 'audit_chain_head',
         columns: [{ name: 'id', type: 'int', isPrimary: true }, { name: 'seq', type: 'bigint' }, str('hash', 64), ms('updated_at')],
       }),
@@ -160,21 +171,21 @@ export class Initial1763900000000 implements MigrationInterface {
 
     // Shared rate-limit counters when several instances serve one MySQL database (rate-limiter-flexible's layout).
     await q.createTable(
-      new Table({
+      table(q, {
         name: 'pkv_rate_limits',
         columns: [{ name: 'key', type: 'varchar', length: '255', isPrimary: true }, { name: 'points', type: 'int', default: 0 }, ms('expire', true)],
       }),
     );
 
     await q.createTable(
-      new Table({
+      table(q, {
         name: 'kek_canaries',
         columns: [{ name: 'kek_version', type: 'int', isPrimary: true }, blob('iv', false), blob('tag', false), blob('ciphertext', false), ms('created_at')],
       }),
     );
 
     await q.createTable(
-      new Table({
+      table(q, {
         name: 'system_keys',
         columns: [
           { name: 'name', type: 'varchar', length: '32', isPrimary: true },

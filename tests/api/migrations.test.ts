@@ -5,6 +5,8 @@ import { createDataSource, openDatabase, Database } from '../../src/db/database'
 import { openMigrated, start, StartupError } from '../../src/main';
 import { CaptureTransport, createLogger } from '../../src/logger';
 import { migrations } from '../../migrations';
+import { buildContainer } from '../../src/container';
+import { cliActor } from '../../src/modules/auth/actor';
 import { createTestDatabase, dbKind, testEnv, TestDatabase } from '../support/test-app';
 import { assertBuilt, killAll, runPkv } from '../support/cli-helpers';
 
@@ -123,6 +125,36 @@ describe('migrations', () => {
       } finally {
         await running.close();
       }
+    });
+
+    it('puts every table in utf8mb4 even in a latin1 database, so text outside latin1 is kept and the audit chain stays valid', async () => {
+      const db = await openDb();
+      await db.read((m) => m.query('ALTER DATABASE CHARACTER SET latin1 COLLATE latin1_swedish_ci'));
+      expect((await db.read((m) => m.query('SELECT @@character_set_database AS cs')))[0].cs).toBe('latin1');
+      await db.migrate();
+      // pkv_migrations is TypeORM's own table (ASCII migration names); every text column of ours is utf8mb4.
+      const columns: Array<{ t: string; col: string; c: string }> = await db.read((m) =>
+        m.query(
+          "SELECT TABLE_NAME AS t, COLUMN_NAME AS col, COLLATION_NAME AS c FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND DATA_TYPE IN ('varchar', 'text', 'char') AND TABLE_NAME <> 'pkv_migrations'",
+        ),
+      );
+      expect(columns.length).toBeGreaterThan(20);
+      expect(columns.map((r) => `${r.t}.${r.col}`)).toEqual(expect.arrayContaining(['audit_events.user_agent', 'audit_events.reason', 'users.display_name', 'projects.name', 'provider_keys.name']));
+      expect(columns.filter((r) => r.c !== 'utf8mb4_unicode_ci')).toEqual([]);
+
+      const container = await buildContainer(config, quietLogger(), db);
+      const displayName = '张三 Ünïcødé 🔐';
+      const actor = { ...cliActor(null), userAgent: 'pkv-cli 测试 😀' };
+      const created = await container.users.create(actor, { username: 'unicode-user', password: 'a-long-password-1', role: 'member', displayName });
+      expect((await container.users.get(cliActor(null), created.id)).displayName).toBe(displayName);
+      await container.audit.chain.sealPending();
+      const verified = await container.audit.chain.verify();
+      expect(verified).toMatchObject({ ok: true, unsealed: 0 });
+      expect(verified.checked).toBeGreaterThan(0);
+      const [row] = await db.read((m) => m.query("SELECT user_agent FROM audit_events WHERE action = 'user.create'"));
+      expect(row.user_agent).toBe('pkv-cli 测试 😀');
+      await container.usage.stop();
+      await container.audit.chain.stop();
     });
 
     it('stops `pkv serve` on an unmigrated schema before it listens, naming `pkv migrate`', async () => {
