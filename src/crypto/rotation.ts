@@ -1,5 +1,5 @@
 import type { EntityManager } from 'typeorm';
-import type { Database } from '../db/database';
+import { execute, type Database } from '../db/database';
 import type { Actor } from '../modules/auth/actor';
 import type { AuditService } from '../modules/audit/audit.service';
 import { ProviderKeyEntity } from '../modules/provider-keys/provider-key.entity';
@@ -130,9 +130,7 @@ export class KeyringRotation {
     const sql =
       `UPDATE provider_keys SET kek_version = ?, wrapped_dek = ${kase('wrapped_dek')}, dek_iv = ${kase('dek_iv')}, dek_tag = ${kase('dek_tag')} ` +
       `WHERE id IN (${rows.map(() => '?').join(', ')}) AND kek_version IS NOT NULL AND kek_version <> ?`;
-    const res: unknown = await tx.query(sql, [toVersion, ...arms.dek, ...arms.iv, ...arms.tag, ...rows.map((r) => r.id), toVersion]);
-    const affected = (res as { affectedRows?: number } | undefined)?.affectedRows ?? (res as { changes?: number } | undefined)?.changes;
-    return typeof affected === 'number' ? affected : rows.length;
+    return (await execute(tx, sql, [toVersion, ...arms.dek, ...arms.iv, ...arms.tag, ...rows.map((r) => r.id), toVersion])) ?? rows.length;
   }
 
   private async rotateSystemKeys(tx: EntityManager, toVersion: number): Promise<number> {

@@ -41,6 +41,16 @@ export function isUnavailable(err: unknown): boolean {
   return /Pool is closed|Connection is not established|connection is in closed state|Can't add new command when connection is in closed state|database connection is not open/i.test(message);
 }
 
+/**
+ * Runs a write statement in the transaction and returns how many rows it matched. A plain tx.query() cannot tell:
+ * TypeORM's better-sqlite3 runner answers it with the last insert rowid, not the count.
+ */
+export async function execute(tx: EntityManager, sql: string, params: unknown[]): Promise<number | undefined> {
+  if (!tx.queryRunner) throw new Error('execute() needs a transactional entity manager');
+  const result = await tx.queryRunner.query(sql, params, true);
+  return typeof result.affected === 'number' ? result.affected : undefined;
+}
+
 export function isUniqueViolation(err: unknown): boolean {
   const code = errorCode(err);
   return code === 'ER_DUP_ENTRY' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';

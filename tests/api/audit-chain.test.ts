@@ -455,3 +455,27 @@ describe('audit events in the structured log', () => {
     }
   });
 });
+
+describe('verify over a long unsealed tail (the sealer has been failing)', () => {
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext();
+  });
+  afterAll(() => ctx.close());
+
+  it('walks it in pages: counts every unsealed row and still finds a changed one on a late page', async () => {
+    const TOTAL = 4500; // more than two verify pages
+    for (let i = 0; i < TOTAL; i += 500) {
+      await ctx.db.transaction(async (tx) => {
+        for (let j = i; j < Math.min(i + 500, TOTAL); j++) await ctx.container.audit.record(tx, cliActor(null), 'project.create', 'success', {}, { detail: { n: j } });
+      });
+    }
+    const unsealed = await countRows(ctx, 'seq IS NULL');
+    expect(unsealed).toBeGreaterThanOrEqual(TOTAL);
+    expect(await ctx.container.audit.chain.verify()).toMatchObject({ ok: true, checked: 0, unsealed });
+
+    const [late] = await sql(ctx, 'SELECT id FROM audit_events WHERE seq IS NULL ORDER BY id DESC LIMIT 1 OFFSET 10');
+    await sql(ctx, "UPDATE audit_events SET actor_username = 'mallory' WHERE id = ?", [late.id]);
+    expect(await ctx.container.audit.chain.verify()).toMatchObject({ ok: false, firstBadId: late.id, reason: 'an unsealed row was changed or forged' });
+  }, 120_000);
+});

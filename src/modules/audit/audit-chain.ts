@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import type { EntityManager } from 'typeorm';
-import type { Database } from '../../db/database';
+import { execute, type Database } from '../../db/database';
 import type { Logger } from '../../logger';
 import { AuditChainHeadEntity, AuditEventEntity } from './audit-event.entity';
 
@@ -99,11 +99,14 @@ export class AuditChain {
     }
     // One statement for the batch: the sealer holds the head row's lock only briefly.
     const kase = () => `CASE id ${rows.map(() => 'WHEN ? THEN ?').join(' ')} END`;
-    await tx.query(`UPDATE audit_events SET seq = ${kase()}, chain_hash = ${kase()} WHERE id IN (${rows.map(() => '?').join(', ')}) AND seq IS NULL`, [
+    const affected = await execute(tx, `UPDATE audit_events SET seq = ${kase()}, chain_hash = ${kase()} WHERE id IN (${rows.map(() => '?').join(', ')}) AND seq IS NULL`, [
       ...seqArms,
       ...hashArms,
       ...rows.map((r) => r.id),
     ]);
+    // The head lock makes this sealer the only writer of seq; if a row changed under it anyway, advancing the head
+    // would make a gap that verify reports as tampering. Roll the batch back instead.
+    if (affected !== undefined && affected !== rows.length) throw new Error(`audit sealing: ${affected} of ${rows.length} rows sealed; batch rolled back`);
     await tx.query('UPDATE audit_chain_head SET seq = ?, hash = ?, updated_at = ? WHERE id = 1', [seq, hash, Date.now()]);
     return rows.length;
   }
@@ -145,11 +148,18 @@ export class AuditChain {
     if (expected && (expected.seq > checked || (expected.seq > 0 && !(await this.linkAt(expected.seq, expected.hash))))) {
       return fail(null, `the recorded head (seq ${expected.seq}) is no longer in the trail: it was truncated or rewritten`);
     }
-    const unsealed = await this.db.read((m) => m.createQueryBuilder(AuditEventEntity, 'e').where('e.seq IS NULL').orderBy('e.id', 'ASC').getMany());
-    for (const row of unsealed) {
-      if (!safeEq(rowMac(this.key, row), row.rowMac)) return fail(row.id, 'an unsealed row was changed or forged');
+    // The unsealed tail in pages too: it is long only when sealing has been failing, which is exactly when memory matters.
+    let unsealed = 0;
+    for (let after = ''; ; ) {
+      const rows = await this.db.read((m) => m.createQueryBuilder(AuditEventEntity, 'e').where('e.seq IS NULL AND e.id > :after', { after }).orderBy('e.id', 'ASC').limit(VERIFY_BATCH).getMany());
+      for (const row of rows) {
+        if (!safeEq(rowMac(this.key, row), row.rowMac)) return fail(row.id, 'an unsealed row was changed or forged');
+      }
+      unsealed += rows.length;
+      if (rows.length < VERIFY_BATCH) break;
+      after = rows[rows.length - 1].id;
     }
-    return { ok: true, checked, head: { seq: checked, hash: prev }, unsealed: unsealed.length };
+    return { ok: true, checked, head: { seq: checked, hash: prev }, unsealed };
   }
 
   private async linkAt(seq: number, hash: string): Promise<boolean> {
