@@ -16,6 +16,8 @@ import { ensureSelfSigned } from '../crypto/self-signed';
 import { AppError } from '../errors';
 import { cliActor, SCOPES, Scope } from '../modules/auth/actor';
 import { ROLES, Role } from '../modules/users/user.entity';
+import { AUDIT_ACTIONS, AUDIT_OUTCOMES } from '../modules/audit/audit-event.entity';
+import { exportAuditQuery } from '../modules/audit/audit.schemas';
 import { password as passwordSchema, username as usernameSchema } from '../modules/users/users.schemas';
 
 /** An expected failure: one line on stderr and a non-zero exit, no stack. */
@@ -283,30 +285,44 @@ export function buildProgram(): Command {
     .addOption(new Option('--format <format>', 'output format').choices(['csv', 'ndjson']).makeOptionMandatory())
     .option('--from <iso>', 'events at or after this time')
     .option('--to <iso>', 'events before this time')
+    .addOption(new Option('--action <action>', 'only this action').choices([...AUDIT_ACTIONS]))
+    .addOption(new Option('--outcome <outcome>', 'only this outcome').choices([...AUDIT_OUTCOMES]))
+    .option('--actor-id <uuid>', 'only events by this user')
+    .option('--key-id <uuid>', 'only events about this provider key')
+    .option('--project-id <uuid>', 'only events in this project')
     .option('--out <file>', 'write to this file (mode 0600) instead of stdout')
-    .action(async (opts: { format: 'csv' | 'ndjson'; from?: string; to?: string; out?: string }) => {
-      const when = (name: string, v?: string) => {
-        if (v === undefined) return undefined;
-        const d = new Date(v);
-        if (Number.isNaN(d.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(v)) throw new CliError(`--${name}: must be an ISO-8601 date-time`, 2);
-        return d;
-      };
-      const filter = { from: when('from', opts.from), to: when('to', opts.to) };
+    .action(async (opts: { format: 'csv' | 'ndjson'; from?: string; to?: string; action?: string; outcome?: string; actorId?: string; keyId?: string; projectId?: string; out?: string }) => {
+      // The same schema as GET /audit-events/export, so both refuse the same values.
+      const parsed = exportAuditQuery.safeParse({ format: opts.format, from: opts.from, to: opts.to, action: opts.action, outcome: opts.outcome, actorId: opts.actorId, keyId: opts.keyId, projectId: opts.projectId });
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        const flag = String(issue.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+        throw new CliError(`--${flag}: ${issue.message}`, 2);
+      }
+      const { format, ...filter } = parsed.data;
       let out: NodeJS.WritableStream = process.stdout;
       if (opts.out) {
         const fd = fs.openSync(opts.out, 'w', 0o600);
         fs.fchmodSync(fd, 0o600); // a file that already existed keeps its old mode on open: make it private before any row goes in
         out = fs.createWriteStream(opts.out, { fd });
       }
-      let rows = 0;
+      // A reader that goes away (`pkv audit export … | head`) ends the export quietly; any other write error fails it.
+      let closed = false;
+      let failure: Error | undefined;
+      out.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code === 'EPIPE') closed = true;
+        else failure = err;
+      });
+      let events = 0;
       await withContainer(async (c) => {
-        for await (const chunk of await c.audit.openExport(cliActor(null), filter, opts.format)) {
-          rows += chunk.split('\n').length - 1;
-          if (!out.write(chunk)) await once(out, 'drain');
+        for await (const chunk of await c.audit.openExport(cliActor(null), filter, format, (n) => (events += n))) {
+          if (closed || failure) break;
+          if (!out.write(chunk)) await Promise.race([once(out, 'drain'), once(out, 'error')]).catch(() => undefined);
         }
       });
+      if (failure) throw new CliError(`cannot write the export: ${(failure as NodeJS.ErrnoException).code ?? failure.message}`, 1);
       if (opts.out) await new Promise<void>((resolve) => out.end(() => resolve()));
-      if (opts.out) console.error(`wrote ${opts.format === 'csv' ? Math.max(0, rows - 1) : rows} event(s) to ${opts.out}`);
+      if (opts.out) console.error(`wrote ${events} event(s) to ${opts.out}`);
     });
 
   return program;

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -8,10 +9,12 @@ import { parse as csvParser } from 'csv-parse';
 import { createTestContext, TestContext, TestUser } from '../support/test-app';
 import { createApiToken, createKey, createProject, CreatedKey } from '../support/factories';
 import {
+  childEnv,
   countRows,
   httpJson,
   insertAuditRows,
   killAllChildren,
+  PKV_BIN,
   RawAuditRow,
   rssOf,
   runPkv,
@@ -21,6 +24,7 @@ import {
 } from '../support/audit-helpers';
 import { AUDIT_ACTIONS, AUDIT_OUTCOMES, AuditEventEntity } from '../../src/modules/audit/audit-event.entity';
 import { chainLink, rowMac } from '../../src/modules/audit/audit-chain';
+import { cliActor } from '../../src/modules/auth/actor';
 
 const COLUMNS = ['id', 'seq', 'at', 'action', 'outcome', 'actorId', 'actorUsername', 'actorRole', 'via', 'apiTokenId', 'keyId', 'projectId', 'ownerId', 'ip', 'userAgent', 'requestId', 'reason', 'detail'];
 const FORMULA_START = /^[=+\-@\t\r]/;
@@ -179,6 +183,8 @@ describe('GET /audit-events/export', () => {
   });
 
   it('streams every event oldest first as CSV that round-trips through a CSV parser, the same events the list returns', async () => {
+    // The export seals what is pending before it starts: seal first so that the list shows the same seq numbers.
+    await ctx.container.audit.chain.sealPending();
     const listed = (await listAll(ctx, auditor)).reverse();
     const res = await exportText(ctx, auditor.auth, { format: 'csv' });
 
@@ -191,9 +197,11 @@ describe('GET /audit-events/export', () => {
     expect(rows).toHaveLength(listed.length);
     rows.forEach((row, i) => expect(row).toEqual(COLUMNS.map((c) => expectedCell(listed[i][c]))));
     expect(rows.map((r) => r[0])).toEqual([...rows.map((r) => r[0])].sort());
+    expect(rows.map((r) => Number(r[1]))).toEqual(rows.map((_r, i) => i + 1));
   });
 
   it('streams the same events as NDJSON, one JSON event per line, values verbatim', async () => {
+    await ctx.container.audit.chain.sealPending();
     const listed = (await listAll(ctx, auditor)).reverse();
     const res = await exportText(ctx, auditor.auth, { format: 'ndjson' });
 
@@ -240,9 +248,16 @@ describe('GET /audit-events/export', () => {
 
     expect(added).toHaveLength(2);
     expect(added[0]).toMatchObject({ outcome: 'success', actor_id: auditor.id, actor_username: auditor.username, actor_role: 'auditor', via: 'session', api_token_id: null });
-    expect(JSON.parse(added[0].detail)).toEqual({ format: 'csv', filter: {} });
+    const head = { seq: expect.any(Number), hash: expect.stringMatching(/^[0-9a-f]{64}$/) };
+    expect(JSON.parse(added[0].detail)).toEqual({ format: 'csv', filter: {}, head });
+    // The file ends exactly at the head the audit row names: the last exported row is that link of the chain.
+    const lastRow = (parseCsv(bySession.text) as string[][]).slice(-1)[0];
+    const named = JSON.parse(added[0].detail).head;
+    expect(Number(lastRow[1])).toBe(named.seq);
+    const [link] = await ctx.db.read((m) => m.query('SELECT chain_hash FROM audit_events WHERE seq = ?', [named.seq]));
+    expect(link.chain_hash).toBe(named.hash);
     expect(added[1]).toMatchObject({ outcome: 'success', actor_id: auditor.id, via: 'api_token', api_token_id: token.id });
-    expect(JSON.parse(added[1].detail)).toEqual({ format: 'ndjson', filter: { action: 'provider_key.reveal', outcome: 'success', keyId: k1.id, from: '2000-01-01T00:00:00.000Z' } });
+    expect(JSON.parse(added[1].detail)).toEqual({ format: 'ndjson', filter: { action: 'provider_key.reveal', outcome: 'success', keyId: k1.id, from: '2000-01-01T00:00:00.000Z' }, head });
     expect(bySession.text).not.toContain(added[0].id);
     expect(ndjsonEvents(byToken.text).map((e) => e.id)).toEqual([expect.any(String)]);
 
@@ -313,9 +328,13 @@ describe('GET /audit-events/export', () => {
       const [header, ...rows] = parseCsv(fs.readFileSync(out, 'utf8')) as string[][];
       expect(header).toEqual(COLUMNS);
       expect(rows).toHaveLength(before);
+      // Counted in events, not lines: one reason holds a newline.
+      expect(rows.some((r) => r.some((cell) => cell.includes('\n')))).toBe(true);
+      // stderr carries the structured log (the audit line) and then the one human line.
+      expect(res.stderr.split('\n').filter((l) => l && !l.startsWith('{'))).toEqual([`wrote ${before} event(s) to ${out}`]);
       const [cliRow] = (await exportRows(ctx)).slice(-1);
       expect(cliRow).toMatchObject({ outcome: 'success', actor_id: null, actor_username: 'cli', via: 'cli', user_agent: 'pkv-cli' });
-      expect(JSON.parse(cliRow.detail)).toEqual({ format: 'csv', filter: {} });
+      expect(JSON.parse(cliRow.detail)).toMatchObject({ format: 'csv', filter: {}, head: { seq: before } });
       expect(rows.map((r) => r[0])).not.toContain(cliRow.id);
     }, 60_000);
 
@@ -342,7 +361,31 @@ describe('GET /audit-events/export', () => {
       expect(res.code).toBe(0);
       expect(ndjsonEvents(res.stdout).map((e) => e.id)).toEqual(expected.map((r) => r.id));
       const [cliRow] = (await exportRows(ctx)).slice(-1);
-      expect(JSON.parse(cliRow.detail)).toEqual({ format: 'ndjson', filter: { from, to } });
+      expect(JSON.parse(cliRow.detail)).toMatchObject({ format: 'ndjson', filter: { from, to } });
+    }, 60_000);
+
+    it('narrows by --action, --outcome and --key-id like the HTTP filters', async () => {
+      const expected: Array<{ id: string }> = await ctx.db.read((m) =>
+        m.query("SELECT id FROM audit_events WHERE action = 'provider_key.reveal' AND outcome = 'success' AND key_id = ? ORDER BY id", [k1.id]),
+      );
+      expect(expected.length).toBeGreaterThan(0);
+      const res = await runPkv(['audit', 'export', '--format', 'ndjson', '--action', 'provider_key.reveal', '--outcome', 'success', '--key-id', k1.id], ctx.env);
+      expect(res.code).toBe(0);
+      expect(ndjsonEvents(res.stdout).map((e) => e.id)).toEqual(expected.map((r) => r.id));
+      const [cliRow] = (await exportRows(ctx)).slice(-1);
+      expect(JSON.parse(cliRow.detail)).toMatchObject({ filter: { action: 'provider_key.reveal', outcome: 'success', keyId: k1.id } });
+    }, 60_000);
+
+    it.each([
+      ['--key-id', ['--key-id', 'not-a-uuid'], /^pkv: --key-id: must be a UUID$/],
+      ['--actor-id', ['--actor-id', '123'], /^pkv: --actor-id: must be a UUID$/],
+      ['--action', ['--action', 'provider_key.steal'], /--action/],
+    ])('refuses a bad %s with exit 2 and records nothing', async (_flag, args, line) => {
+      const before = await countRows(ctx);
+      const res = await runPkv(['audit', 'export', '--format', 'csv', ...args], ctx.env);
+      expect(res.code).toBe(2);
+      expect(res.stderr.trim()).toMatch(line);
+      expect(await countRows(ctx)).toBe(before);
     }, 60_000);
 
     it('refuses an unknown format or a bad --from with exit 2 and records nothing', async () => {
@@ -540,4 +583,35 @@ describe(`exporting ${BIG.toLocaleString('en')} events from a spawned server`, (
     expect(result).toMatchObject({ ok: true });
     expect(result.checked).toBeGreaterThanOrEqual(firstSeq + BIG - 1);
   }, 300_000);
+});
+
+describe('pkv audit export into a reader that goes away (`| head`)', () => {
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext();
+    for (let i = 0; i < 3000; i += 500) {
+      await ctx.db.transaction(async (tx) => {
+        for (let j = i; j < i + 500; j++) await ctx.container.audit.record(tx, cliActor(null), 'project.create', 'success', {}, { detail: { n: j, note: 'x'.repeat(200) } });
+      });
+    }
+  }, 120_000);
+  afterAll(() => ctx.close());
+
+  it('stops quietly with exit 0 and nothing on stderr once its stdout is closed', async () => {
+    const child = spawn(process.execPath, [PKV_BIN, 'audit', 'export', '--format', 'ndjson'], { cwd: ctx.tdb.dir, env: childEnv(ctx.env), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let received = 0;
+    child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    // Read the first chunk, then hang up, as `head -c` would: the export (about 1 MB) is far from done.
+    child.stdout!.once('data', (c: Buffer) => {
+      received = c.length;
+      child.stdout!.destroy();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+    expect(received).toBeGreaterThan(0);
+    // Only the structured audit log line: no stack trace, no EPIPE, no error level.
+    const lines = stderr.split('\n').filter(Boolean);
+    expect({ code, plain: lines.filter((l) => !l.startsWith('{')) }).toEqual({ code: 0, plain: [] });
+    expect(lines.map((l) => JSON.parse(l).level)).toEqual(['info']);
+  }, 60_000);
 });

@@ -33,15 +33,9 @@ export class AuditRepository {
   }
 
   /** Oldest first after `afterId`, up to `upToId` inclusive: export walks a fixed snapshot in short reads. */
-  exportBatch(m: EntityManager, filter: AuditFilter, afterId: string | undefined, upToId: string, limit: number): Promise<AuditEventEntity[]> {
-    const qb = this.filtered(m, filter).andWhere('e.id <= :upToId', { upToId });
-    if (afterId) qb.andWhere('e.id > :afterId', { afterId });
-    return qb.orderBy('e.id', 'ASC').limit(limit).getMany();
-  }
-
-  async newestId(m: EntityManager): Promise<string | undefined> {
-    const row = await m.createQueryBuilder(AuditEventEntity, 'e').select('MAX(e.id)', 'id').getRawOne<{ id: string | null }>();
-    return row?.id ?? undefined;
+  /** Sealed rows with afterSeq < seq <= upToSeq matching the filter, in chain order. */
+  exportBatch(m: EntityManager, filter: AuditFilter, afterSeq: number, upToSeq: number, limit: number): Promise<AuditEventEntity[]> {
+    return this.filtered(m, filter).andWhere('e.seq > :afterSeq AND e.seq <= :upToSeq', { afterSeq, upToSeq }).orderBy('e.seq', 'ASC').limit(limit).getMany();
   }
 
   private filtered(m: EntityManager, filter: AuditFilter) {

@@ -145,27 +145,29 @@ export class AuditService {
   }
 
   /**
-   * Audits the export, then yields it in chunks read in short batches (constant memory, no long-held lock),
-   * oldest first, up to the newest row that existed when the export began.
+   * Seals what is pending, audits the export naming the chain head it covers, then yields the sealed rows up to that
+   * head in chain order, in chunks read in short batches (constant memory, no long-held lock). The export is thus a
+   * prefix of the chain that `verify` checks: a row committed late cannot slip between pages, and the audit.export
+   * row says exactly which head the file ends at.
    */
-  async openExport(actor: Actor, filter: AuditFilter, format: 'csv' | 'ndjson'): Promise<AsyncIterable<string>> {
+  async openExport(actor: Actor, filter: AuditFilter, format: 'csv' | 'ndjson', onRows?: (count: number) => void): Promise<AsyncIterable<string>> {
     if (!can(actor, 'audit:read')) throw new ForbiddenError('Exporting the audit trail needs the audit:read right');
-    const upTo = await this.db.read((m) => this.repo.newestId(m));
+    await this.chain.sealPending();
+    const head = await this.chain.head();
     const described = Object.fromEntries(Object.entries(filter).map(([k, v]) => [k, v instanceof Date ? v.toISOString() : v]));
-    await this.db.transaction((tx) => this.record(tx, actor, 'audit.export', 'success', {}, { detail: { format, filter: described } }));
+    await this.db.transaction((tx) => this.record(tx, actor, 'audit.export', 'success', {}, { detail: { format, filter: described, head } }));
     const db = this.db;
     const repo = this.repo;
     return (async function* () {
       if (format === 'csv') yield csvHeader();
-      if (!upTo) return;
-      let after: string | undefined;
-      for (;;) {
-        const rows = await db.read((m) => repo.exportBatch(m, filter, after, upTo, EXPORT_BATCH));
+      for (let after = 0; after < head.seq; ) {
+        const rows = await db.read((m) => repo.exportBatch(m, filter, after, head.seq, EXPORT_BATCH));
         if (rows.length === 0) return;
         const events = rows.map(toAuditEvent);
+        onRows?.(events.length);
         yield format === 'csv' ? csvRows(events) : ndjsonRows(events);
         if (rows.length < EXPORT_BATCH) return;
-        after = rows[rows.length - 1].id;
+        after = rows[rows.length - 1].seq as number;
       }
     })();
   }
