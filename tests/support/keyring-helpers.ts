@@ -18,6 +18,7 @@ import { newId } from '../../src/ids';
 import { hintFor } from '../../src/modules/provider-keys/providers';
 import type { SecretBinding } from '../../src/crypto/envelope';
 import type { TestContext } from './test-app';
+import { sealedOf } from './leak-check';
 
 export const PKV_BIN = path.resolve(__dirname, '../../dist/src/cli/pkv.js');
 
@@ -139,8 +140,6 @@ export async function systemKeyVersions(db: Database): Promise<Record<string, nu
   return Object.fromEntries(rows.map((r) => [r.name, Number(r.kek_version)]));
 }
 
-const asBuffer = (v: unknown): Buffer | null => (v == null ? null : Buffer.isBuffer(v) ? v : Buffer.from(v as Uint8Array));
-
 /**
  * Opens the stored secret of each key with the given instance's envelope, reading the sealed columns in SQL.
  * Returns the ids that did not open to the expected plaintext (empty when every one did).
@@ -158,16 +157,7 @@ export async function keysThatDoNotOpen(container: Container, db: Database, keys
       try {
         if (!r) throw new Error('row missing');
         const binding: SecretBinding = { keyId: k.id, ownerId: k.ownerId, projectId: k.projectId };
-        const plain = container.envelope.open(binding, {
-          formatVersion: Number(r.format_version),
-          kekVersion: r.kek_version == null ? null : Number(r.kek_version),
-          wrappedDek: asBuffer(r.wrapped_dek),
-          dekIv: asBuffer(r.dek_iv),
-          dekTag: asBuffer(r.dek_tag),
-          secretCiphertext: asBuffer(r.secret_ciphertext),
-          secretIv: asBuffer(r.secret_iv),
-          secretTag: asBuffer(r.secret_tag),
-        });
+        const plain = container.envelope.open(binding, sealedOf(r));
         if (plain.toString('utf8') !== k.secret) throw new Error('wrong plaintext');
       } catch {
         bad.push(k.id);

@@ -13,6 +13,7 @@ import { createApp } from '../../src/app';
 import { CaptureTransport, createLogger } from '../../src/logger';
 import { cliActor } from '../../src/modules/auth/actor';
 import type { Role } from '../../src/modules/users/user.entity';
+import { SuiteSecrets } from './leak-check';
 
 export type DbKind = 'sqlite' | 'mysql';
 export const dbKind = (): DbKind => (process.env.PKV_TEST_DB === 'mysql' ? 'mysql' : 'sqlite');
@@ -92,6 +93,8 @@ export interface TestContext {
   login(username: string, password: string): Promise<string>;
   /** Every captured log line, joined: search it for secrets. */
   logText(): string;
+  /** What close() searches the logs, error bodies and audit rows for (learned from the traffic; add more by hand). */
+  secrets: SuiteSecrets;
   close(): Promise<void>;
 }
 
@@ -109,11 +112,14 @@ export async function createTestContext(overrides: Record<string, string | undef
   const logger = createLogger('debug', [capture]);
   const container = await buildContainer(config, logger, db);
   const app = createApp(container);
-  const http = () => request(app);
+  const secrets = new SuiteSecrets();
+  const handler = secrets.tap(app);
+  const http = () => request(handler);
 
   const login = async (username: string, password: string) => {
     const res = await http().post('/api/v1/auth/login').send({ username, password });
     if (res.status !== 200) throw new Error(`login ${username} failed: ${res.status} ${JSON.stringify(res.body)}`);
+    secrets.add('password', password);
     return res.body.accessToken as string;
   };
 
@@ -138,10 +144,18 @@ export async function createTestContext(overrides: Record<string, string | undef
     user,
     login,
     logText: () => capture.lines.join('\n'),
+    secrets,
     close: async () => {
-      await container.usage.stop();
-      await db.close();
-      await tdb.drop();
+      let leaks: Record<string, string[]> = {};
+      try {
+        await container.usage.stop();
+        await secrets.addStoredSecrets(container, db);
+        leaks = await secrets.check(capture.lines, db);
+      } finally {
+        await db.close();
+        await tdb.drop();
+      }
+      if (Object.keys(leaks).length > 0) throw new Error(`secrets leaked in this test file: ${JSON.stringify(leaks)}`);
     },
   };
 }
