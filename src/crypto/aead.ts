@@ -22,12 +22,18 @@ export function seal(key: Buffer, plaintext: Buffer, aad: Buffer): Sealed {
 /** Opens or throws IntegrityError: a changed byte anywhere (or the wrong AAD) never yields plaintext. */
 export function open(key: Buffer, sealed: Sealed, aad: Buffer): Buffer {
   if (sealed.iv.length !== IV_BYTES || sealed.tag.length !== TAG_BYTES) throw new IntegrityError();
+  let unverified: Buffer | undefined;
   try {
     const decipher = crypto.createDecipheriv('aes-256-gcm', key, sealed.iv, { authTagLength: TAG_BYTES });
     decipher.setAAD(aad);
     decipher.setAuthTag(sealed.tag);
-    return Buffer.concat([decipher.update(sealed.ciphertext), decipher.final()]);
+    unverified = decipher.update(sealed.ciphertext);
+    const plaintext = Buffer.concat([unverified, decipher.final()]);
+    unverified.fill(0);
+    return plaintext;
   } catch (err) {
+    // The tag did not verify: the bytes update() produced are never returned, and not left in memory either.
+    unverified?.fill(0);
     throw new IntegrityError(undefined, err);
   }
 }

@@ -192,6 +192,22 @@ describe('API tokens', () => {
       expect(trail).not.toContain(tail(fresh));
     });
 
+    it('refuses to regenerate an expired token (the new secret would be born dead) with 409; renew, then regenerate works', async () => {
+      const t = await createApiToken(ctx, admin, ['provider-keys:read']);
+      await setExpiry(t.id, Date.now() - 1000);
+      const before = await tokenRow(t.id);
+      const res = await ctx.http().post(`/api/v1/api-tokens/${t.id}/regenerate`).set(admin.auth).send();
+      expect(res.status).toBe(409);
+      expect(res.body.error).toMatchObject({ code: 'conflict', message: expect.stringMatching(/expired; renew it first/) });
+      expect(res.body.token).toBeUndefined();
+      expect((await tokenRow(t.id))!.token_hash).toBe(before!.token_hash);
+      expect(await tokenAudit('api_token.regenerate', t.id)).toHaveLength(0);
+      expect((await ctx.http().post(`/api/v1/api-tokens/${t.id}/renew`).set(admin.auth).send({ expiresInDays: 1 })).status).toBe(200);
+      const again = await ctx.http().post(`/api/v1/api-tokens/${t.id}/regenerate`).set(admin.auth).send();
+      expect(again.status).toBe(200);
+      expect((await me(bearer(again.body.token))).status).toBe(200);
+    });
+
     it('revokes a token with DELETE for good: 204, the row stays with revokedAt, and no route revives it', async () => {
       const t = await createApiToken(ctx, admin, ['provider-keys:read']);
       expect((await me(t.auth)).status).toBe(200);

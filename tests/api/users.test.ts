@@ -219,6 +219,17 @@ describe('/users', () => {
       expect((await patch(subject.id, { role: 'member', displayName: null })).body).toMatchObject({ role: 'member', displayName: null });
     });
 
+    it('writes nothing and audits nothing for a change that changes nothing', async () => {
+      const before = await userRow(ctx, subject.id);
+      const audits = (await userAudit('user.update', subject.id)).length;
+      const res = await patch(subject.id, { role: before.role, status: before.status });
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ id: subject.id, role: before.role, status: before.status });
+      expect((await patch(subject.id, {})).status).toBe(200);
+      expect(await userRow(ctx, subject.id)).toEqual(before);
+      expect((await userAudit('user.update', subject.id)).length).toBe(audits);
+    });
+
     it('lets an admin API token with users:write change a display name, audited via the token', async () => {
       const displayName = uniqueName('Display');
       const res = await patch(subject.id, { displayName }, as['an admin API token with users:write']());

@@ -221,6 +221,8 @@ export class ApiTokensService {
     const issued = newApiToken();
     return this.db.transaction(async (tx) => {
       const t = await this.findLive(tx, actor, id);
+      // A new secret that is already dead would only mislead: renewing is the way back for an expired token.
+      if (t.expiresAt.getTime() <= Date.now()) throw new ConflictError('This API token has expired; renew it first, then regenerate');
       await this.tokens.update(tx, id, { tokenHash: issued.hash, prefix: issued.prefix });
       await this.audit.record(tx, actor, 'api_token.regenerate', 'success', {}, { detail: { tokenId: id, userId: t.userId, name: t.name } });
       return { id, name: t.name, prefix: issued.prefix, userId: t.userId, scopes: parseScopes(t.scopes), expiresAt: t.expiresAt.toISOString(), token: issued.token };

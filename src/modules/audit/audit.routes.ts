@@ -25,7 +25,8 @@ export function auditRoutes(audit: AuditService): Router {
     res.setHeader('Content-Disposition', `attachment; filename="pkv-audit-${stamp}.${format === 'csv' ? 'csv' : 'ndjson'}"`);
     try {
       // pipeline() applies backpressure (memory stays flat however large the export) and stops reading on a disconnect.
-      await pipeline(Readable.from(chunks), res);
+      // One batch buffered at most (each is up to a thousand rows): a stalled client holds little memory.
+      await pipeline(Readable.from(chunks, { highWaterMark: 1 }), res);
     } catch (err) {
       if ((err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE') return; // the client went away
       throw err;

@@ -118,6 +118,8 @@ export class UsersService {
       if (input.displayName !== undefined && input.displayName !== user.displayName) (patch.displayName = input.displayName || null), changed.push('displayName');
       if (input.role !== undefined && input.role !== user.role) (patch.role = input.role), changed.push('role');
       if (input.status !== undefined && input.status !== user.status) (patch.status = input.status), changed.push('status');
+      // Nothing to change: no write, no audit row, the same updatedAt.
+      if (changed.length === 0 && passwordHash === undefined) return toUser(user);
       await this.users.update(tx, id, patch);
       // Disabling ends every session for good: re-enabling must not bring an old token back.
       const endSessions = passwordHash !== undefined || patch.status === 'disabled';
