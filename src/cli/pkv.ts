@@ -11,7 +11,7 @@ import { createLogger, Logger } from '../logger';
 import { openDatabase } from '../db/database';
 import { buildContainer, Container } from '../container';
 import { openMigrated, start, StartupError, TlsMaterial } from '../main';
-import { KeyringMismatchError } from '../crypto/keyring';
+import { Keyring, KeyringMismatchError } from '../crypto/keyring';
 import { ensureSelfSigned } from '../crypto/self-signed';
 import { AppError } from '../errors';
 import { cliActor, SCOPES, Scope } from '../modules/auth/actor';
@@ -211,15 +211,25 @@ export function buildProgram(): Command {
     });
   keyring
     .command('status')
-    .description('rows wrapped under each master key version')
+    .description('rows wrapped under each master key version (read-only: it also works when start-up refuses the keyring)')
     .action(async () => {
-      await withContainer(async (c) => {
-        const rows = await c.keyring.rowsByVersion(c.db);
-        console.log(`active version: ${c.keyring.activeVersion}; configured: ${c.keyring.versions.join(', ')}`);
+      const cfg = config();
+      const keyring = new Keyring(cfg.masterKeys);
+      // Only counts: no canary is checked or sealed and no system key created, so this answers exactly when an
+      // operator needs it most (a version missing from the configuration).
+      const db = await openMigrated(cfg);
+      try {
+        const rows = await keyring.rowsByVersion(db);
+        console.log(`active version: ${keyring.activeVersion}; configured: ${keyring.versions.join(', ')}`);
         console.log('version  provider_keys  system_keys  total');
-        for (const r of rows) console.log(`${String(r.version).padEnd(9)}${String(r.providerKeys).padEnd(15)}${String(r.systemKeys).padEnd(13)}${r.rows}`);
+        for (const r of rows) {
+          const missing = keyring.has(r.version) ? '' : '  (not configured: put it back, after the active key)';
+          console.log(`${String(r.version).padEnd(9)}${String(r.providerKeys).padEnd(15)}${String(r.systemKeys).padEnd(13)}${r.rows}${missing}`);
+        }
         if (rows.length === 0) console.log('(nothing wrapped yet)');
-      });
+      } finally {
+        await db.close();
+      }
     });
 
   keyring

@@ -124,6 +124,14 @@ describe('start-up against a database sealed under master key version 1', () => 
       for (const material of ring.split(',').map((e) => e.split(':')[1])) expect(res.stdout + res.stderr).not.toContain(material);
     }, 60_000);
 
+    it('still answers `pkv keyring status` when start-up would refuse the keyring, naming the missing version, and seals nothing', async () => {
+      const res = await runPkv(['keyring', 'status'], withKeyring(ctx.env, `2:${k2}`), { cwd: ctx.tdb.dir, timeoutMs: 30_000 });
+      expect(res.code).toBe(0);
+      expect(res.stdout).toContain('active version: 2; configured: 2');
+      expect(linesOf(res.stdout)).toContain(`1        ${String(keys.length).padEnd(15)}${'2'.padEnd(13)}${rowsUnderV1}  (not configured: put it back, after the active key)`);
+      expect(await canaryVersions(ctx)).toEqual([1]);
+    }, 60_000);
+
     it('answers /readyz with 200 once it is listening with the right keyring, version 2 added after it', async () => {
       const serving = await servePkv([], { ...withKeyring(ctx.env, `1:${k1},2:${k2}`), PKV_PORT: '0' }, { cwd: ctx.tdb.dir });
       try {
