@@ -475,7 +475,11 @@ describe('hostile input', () => {
         const answer = await rawSocket(srv.port, bytes, statuses.length ? 20_000 : 2_000);
         const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0);
         expect({ story, ok: statuses.length ? statuses.includes(status) : status < 500, status }).toEqual({ story, ok: true, status });
-        expect(answer).not.toMatch(/Set-Cookie: x=1|HTTP\/1\.1 5\d\d/);
+        // Injected headers would show in the header block; the body (a project list, say) may quote the corpus's
+        // own "Set-Cookie: x=1" strings as JSON text, which is no injection.
+        const headers = answer.split('\r\n\r\n')[0];
+        expect(headers).not.toMatch(/^Set-Cookie: x=1/im);
+        expect(answer).not.toMatch(/HTTP\/1\.1 5\d\d/);
       }
       // And it still serves.
       expect((await send({ method: 'GET', path: () => '/api/v1/auth/me', auth: A })).status).toBe(200);
