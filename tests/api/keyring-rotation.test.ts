@@ -159,8 +159,8 @@ describe('rotating the master key of a vault holding 10,000 provider keys, onlin
   }, 120_000);
 });
 
-describe('pkv keyring rotate, SIGKILLed part-way through and run again', () => {
-  const TOTAL = 4000;
+describe('pkv keyring rotate of 10,000 keys, SIGKILLed part-way through and run again in a child process while reveals go on', () => {
+  const TOTAL = 10_000;
   const oldKey = randomMasterKey();
   let generated: PkvResult[];
   let newKey: string;

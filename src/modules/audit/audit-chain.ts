@@ -126,38 +126,61 @@ export class AuditChain {
     let prev = GENESIS;
     let checked = 0;
     const fail = async (firstBadId: string | null, reason: string): Promise<VerifyResult> => ({ ok: false, checked, firstBadId, reason, head, unsealed: await this.countUnsealed() });
-    // Starts below 1: a row forged with seq 0 or less would otherwise be skipped, yet still listed and exported.
-    for (let after = Number.MIN_SAFE_INTEGER; ; ) {
-      const rows = await this.db.read((m) => m.createQueryBuilder(AuditEventEntity, 'e').where('e.seq > :after', { after }).orderBy('e.seq', 'ASC').limit(VERIFY_BATCH).getMany());
-      for (const row of rows) {
-        const seq = row.seq as number;
-        if (seq < 1) return fail(row.id, `sequence number ${seq} is before the start of the chain (inserted row)`);
-        if (seq !== checked + 1) return fail(row.id, seq > checked + 1 ? `rows ${checked + 1}–${seq - 1} of the chain are missing (deleted)` : `sequence number ${seq} repeats`);
-        if (!safeEq(rowMac(this.key, row), row.rowMac)) return fail(row.id, `row ${seq} was changed after it was written`);
-        if (!row.chainHash || !safeEq(chainLink(this.key, prev, seq, row.rowMac), row.chainHash)) return fail(row.id, `row ${seq} does not link to row ${seq - 1} (inserted, reordered or altered chain)`);
-        prev = row.chainHash;
-        checked = seq;
-        if (seq === head.seq && !safeEq(prev, head.hash)) return fail(null, 'the chain head does not match the last sealed row');
+
+    /** Checks every sealed row after `from`, in pages; a failure, or undefined when all of them hold. */
+    const walkSealed = async (from: number): Promise<VerifyResult | undefined> => {
+      for (let after = from; ; ) {
+        const rows = await this.db.read((m) => m.createQueryBuilder(AuditEventEntity, 'e').where('e.seq > :after', { after }).orderBy('e.seq', 'ASC').limit(VERIFY_BATCH).getMany());
+        for (const row of rows) {
+          const seq = row.seq as number;
+          if (seq < 1) return fail(row.id, `sequence number ${seq} is before the start of the chain (inserted row)`);
+          if (seq !== checked + 1) return fail(row.id, seq > checked + 1 ? `rows ${checked + 1}–${seq - 1} of the chain are missing (deleted)` : `sequence number ${seq} repeats`);
+          if (!safeEq(rowMac(this.key, row), row.rowMac)) return fail(row.id, `row ${seq} was changed after it was written`);
+          if (!row.chainHash || !safeEq(chainLink(this.key, prev, seq, row.rowMac), row.chainHash)) return fail(row.id, `row ${seq} does not link to row ${seq - 1} (inserted, reordered or altered chain)`);
+          prev = row.chainHash;
+          checked = seq;
+          if (seq === head.seq && !safeEq(prev, head.hash)) return fail(null, 'the chain head does not match the last sealed row');
+        }
+        if (rows.length < VERIFY_BATCH) return undefined;
+        after = checked;
       }
-      if (rows.length < VERIFY_BATCH) break;
-      after = checked;
-    }
+    };
+
+    /** Checks the MAC of every unsealed row, in pages (a long tail means sealing has been failing: memory matters then). */
+    const walkUnsealed = async (): Promise<VerifyResult | number> => {
+      let count = 0;
+      for (let after = ''; ; ) {
+        const rows = await this.db.read((m) => m.createQueryBuilder(AuditEventEntity, 'e').where('e.seq IS NULL AND e.id > :after', { after }).orderBy('e.id', 'ASC').limit(VERIFY_BATCH).getMany());
+        for (const row of rows) {
+          if (!safeEq(rowMac(this.key, row), row.rowMac)) return fail(row.id, 'an unsealed row was changed or forged');
+        }
+        count += rows.length;
+        if (rows.length < VERIFY_BATCH) return count;
+        after = rows[rows.length - 1].id;
+      }
+    };
+
+    // Starts below 1: a row forged with seq 0 or less would otherwise be skipped, yet still listed and exported.
+    let bad = await walkSealed(Number.MIN_SAFE_INTEGER);
+    if (bad) return bad;
     if (checked < head.seq) return fail(null, `the chain ends at ${checked} but its head says ${head.seq}: rows were removed from the tail`);
-    const last = await this.head();
-    if (last.seq < checked || (last.seq === checked && !safeEq(prev, last.hash))) return fail(null, 'the chain head does not match the last sealed row');
+    // A sealer may have linked rows while the walk ran: they would be counted neither as checked nor as unsealed.
+    // So count the unsealed tail first, then walk on to the head as it is now; rows only ever go from unsealed to
+    // sealed, so every row is then in one count or the other. A few rounds at most: a busy trail never stops growing.
+    let unsealed = 0;
+    for (let round = 0; ; round++) {
+      const tail = await walkUnsealed();
+      if (typeof tail !== 'number') return tail;
+      unsealed = tail;
+      const last = await this.head();
+      if (last.seq < checked || (last.seq === checked && !safeEq(prev, last.hash))) return fail(null, 'the chain head does not match the last sealed row');
+      if (last.seq === checked || round === 4) break;
+      bad = await walkSealed(checked);
+      if (bad) return bad;
+      if (checked < last.seq) return fail(null, `the chain ends at ${checked} but its head says ${last.seq}: rows were removed from the tail`);
+    }
     if (expected && (expected.seq > checked || (expected.seq > 0 && !(await this.linkAt(expected.seq, expected.hash))))) {
       return fail(null, `the recorded head (seq ${expected.seq}) is no longer in the trail: it was truncated or rewritten`);
-    }
-    // The unsealed tail in pages too: it is long only when sealing has been failing, which is exactly when memory matters.
-    let unsealed = 0;
-    for (let after = ''; ; ) {
-      const rows = await this.db.read((m) => m.createQueryBuilder(AuditEventEntity, 'e').where('e.seq IS NULL AND e.id > :after', { after }).orderBy('e.id', 'ASC').limit(VERIFY_BATCH).getMany());
-      for (const row of rows) {
-        if (!safeEq(rowMac(this.key, row), row.rowMac)) return fail(row.id, 'an unsealed row was changed or forged');
-      }
-      unsealed += rows.length;
-      if (rows.length < VERIFY_BATCH) break;
-      after = rows[rows.length - 1].id;
     }
     return { ok: true, checked, head: { seq: checked, hash: prev }, unsealed };
   }
