@@ -84,7 +84,7 @@ export async function start(config: Config, logger: Logger, opts: { tls?: TlsMat
   prune.unref();
 
   const app = createApp(container, state);
-  let server: http.Server;
+  let server!: http.Server; // assigned first thing in the try below
   let bootstrapPassword: string | undefined;
   try {
     // TLS material and the port are checked before the first admin is created: a start that fails after that
@@ -103,6 +103,7 @@ export async function start(config: Config, logger: Logger, opts: { tls?: TlsMat
     bootstrapPassword = await bootstrapAdmin(container);
   } catch (err) {
     clearInterval(prune);
+    if (server?.listening) await new Promise((resolve) => server.close(resolve)); // undefined when createServer threw
     await container.usage.stop().catch(() => undefined);
     await container.audit.chain.stop();
     await container.limits.close().catch(() => undefined);
