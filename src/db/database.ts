@@ -85,16 +85,25 @@ class GroupCommitter {
   run(fn: (tx: Tx) => Promise<unknown>): Promise<{ result: unknown; hooks: Array<() => void> }> {
     return new Promise((resolve, reject) => {
       this.queue.push({ fn, resolve, reject });
-      if (!this.draining) void this.drain();
+      if (!this.draining) {
+        this.draining = true;
+        setImmediate(() => void this.drain());
+      }
     });
   }
 
+  /**
+   * better-sqlite3 is synchronous and a transaction's statements resolve as microtasks, so a group started at once
+   * would always hold one job: no other request runs until it has committed. The drain therefore waits for the
+   * event loop's check phase (setImmediate), after every request that arrived in this loop iteration has reached
+   * its transaction; between groups it yields again, so the requests answered by one COMMIT can queue the next group.
+   */
   private async drain(): Promise<void> {
-    this.draining = true;
     try {
       while (this.queue.length > 0) {
         const batch = this.queue.splice(0, MAX_GROUP);
         await this.mutex.run(() => this.commitGroup(batch));
+        if (this.queue.length === 0) await new Promise((resolve) => setImmediate(resolve));
       }
     } finally {
       this.draining = false;
