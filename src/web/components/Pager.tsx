@@ -19,6 +19,8 @@ export function usePaged<T>(load: (cursor: string | null, limit: number) => Prom
   loadRef.current = load;
 
   const navKey = `${key}|${limit}`;
+  // Forget the old filters' pages at once: otherwise going back to earlier filters would reopen their old page.
+  if (nav.key !== navKey) setNav({ key: navKey, stack: [null] });
   const stack = nav.key === navKey ? nav.stack : [null];
   const cursor = stack[stack.length - 1];
 
