@@ -78,7 +78,7 @@ export const en = {
 
   'keys.title': 'Provider keys',
   'keys.add': 'Add key',
-  'keys.searchPlaceholder': 'Search name or remark',
+  'keys.searchPlaceholder': 'Search by name',
   'keys.filterProject': 'Project',
   'keys.filterOwner': 'Owner',
   'keys.filterProvider': 'Provider',

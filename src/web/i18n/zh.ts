@@ -80,7 +80,7 @@ export const zh: Record<MessageKey, string> = {
 
   'keys.title': '供应商密钥',
   'keys.add': '添加密钥',
-  'keys.searchPlaceholder': '搜索名称或备注',
+  'keys.searchPlaceholder': '按名称搜索',
   'keys.filterProject': '项目',
   'keys.filterOwner': '所有者',
   'keys.filterProvider': '供应商',
