@@ -55,6 +55,8 @@ async function withContainer<T>(fn: (c: Container) => Promise<T>): Promise<T> {
       return await fn(c);
     } finally {
       await c.usage.stop();
+      // A Redis client (PKV_REDIS_URL) keeps the event loop alive: left open, the command would never exit.
+      await c.limits.close();
     }
   } finally {
     await db.close();

@@ -149,6 +149,14 @@ describe('pkv commands against a database', () => {
       expect((await vault.login(username, password)).status).toBe(200);
     });
 
+    it('exits when it is done with PKV_REDIS_URL set (the shared rate-limit client is closed, not left holding the process)', async () => {
+      const username = uname('redis');
+      const password = newPassword();
+      const res = await runPkv(['user', 'create', '--username', username, '--role', 'member', '--password-stdin'], { ...env, PKV_REDIS_URL: 'redis://127.0.0.1:6379' }, password, { timeoutMs: 15_000 });
+      expect(res).toMatchObject({ code: 0, timedOut: false, stderr: '' });
+      expect((await vault.login(username, password)).status).toBe(200);
+    });
+
     it('without --password-stdin prints a random password once, which signs in', async () => {
       const username = uname('printed');
       const res = await runPkv(['user', 'create', '--username', username, '--role', 'auditor'], env);
