@@ -29,6 +29,54 @@ interface Windows {
   revealRateLimit: number;
 }
 
+interface MySQLPool {
+  query(sql: string, values: unknown[], cb: (err: Error | null, result: unknown) => void): void;
+}
+type CounterRow = { points: number; expire: number | null };
+
+/** Keeps the count handed back through LAST_INSERT_ID() positive (0 means "no value"), whatever rewards did to it. */
+const COUNT_OFFSET = 2 ** 31;
+
+/**
+ * rate-limiter-flexible's MySQL store spends a transaction on every point: BEGIN, the upsert, a SELECT, COMMIT (four
+ * round trips and a commit, twice per reveal). This one spends one statement: the same atomic upsert, which hands
+ * the new count back in the OK packet through LAST_INSERT_ID(expr). The window's end is read only when a refusal
+ * needs it for Retry-After.
+ */
+class OneStatementMySQLLimiter extends RateLimiterMySQL {
+  private run(sql: string, values: unknown[]): Promise<unknown> {
+    const self = this as unknown as { client: MySQLPool };
+    return new Promise((resolve, reject) => self.client.query(sql, values, (err, result) => (err ? reject(err) : resolve(result))));
+  }
+
+  private async stored(key: string): Promise<CounterRow[]> {
+    const self = this as unknown as { dbName: string; tableName: string };
+    const rows = (await this.run('SELECT points, expire FROM ??.?? WHERE `key` = ?', [self.dbName, self.tableName, key])) as CounterRow[];
+    return rows.map((r) => ({ points: Number(r.points), expire: r.expire === null ? null : Number(r.expire) }));
+  }
+
+  /** Overrides the store's upsert (same contract: resolves to the key's row after adding `points`). */
+  async _upsert(key: string, points: number, msDuration: number, forceExpire = false): Promise<CounterRow[]> {
+    const self = this as unknown as { dbName: string; tableName: string; points: number };
+    const now = Date.now();
+    const expire = msDuration > 0 ? now + msDuration : null;
+    const counted = `CAST(LAST_INSERT_ID(${forceExpire ? '?' : 'IF(expire <= ?, ?, points + (?))'} + ${COUNT_OFFSET}) AS SIGNED) - ${COUNT_OFFSET}`;
+    // Assignments run left to right: `expire` is still the old window's end when `points` is computed.
+    const sql = `INSERT INTO ??.?? (\`key\`, points, expire) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE points = ${counted}, expire = ${forceExpire ? '?' : 'IF(expire <= ?, ?, expire)'}`;
+    const values = forceExpire
+      ? [self.dbName, self.tableName, key, points, expire, points, expire]
+      : [self.dbName, self.tableName, key, points, expire, now, points, points, now, expire];
+    const result = (await this.run(sql, values)) as { insertId?: number; affectedRows?: number };
+    const insertId = Number(result.insertId ?? 0);
+    // No LAST_INSERT_ID() call: the row was new, so it holds exactly what was inserted.
+    if (insertId === 0) return result.affectedRows === 1 ? [{ points, expire }] : this.stored(key);
+    const count = insertId - COUNT_OFFSET;
+    if (forceExpire) return [{ points: count, expire }];
+    // An allowed point does not need the window's end (msBeforeNext is then -1); a refusal reads it for Retry-After.
+    return count > self.points ? this.stored(key) : [{ points: count, expire: null }];
+  }
+}
+
 /**
  * Rate limiters whose state is shared by every instance: Redis when PKV_REDIS_URL is set, else the MySQL
  * database itself; an embedded SQLite vault is one process, so memory is enough there.
@@ -47,7 +95,7 @@ export function createRateLimits(opts: Windows & { redisUrl?: string }, db?: Dat
     };
   } else if (db?.kind === 'mysql') {
     const driver = db.dataSource.driver as unknown as { pool: unknown; database?: string };
-    make = (o) => new RateLimiterMySQL({ ...o, storeClient: driver.pool, storeType: 'pool', dbName: driver.database, tableName: 'pkv_rate_limits', tableCreated: true, clearExpiredByTimeout: false });
+    make = (o) => new OneStatementMySQLLimiter({ ...o, storeClient: driver.pool, storeType: 'pool', dbName: driver.database, tableName: 'pkv_rate_limits', tableCreated: true, clearExpiredByTimeout: false });
     store = 'mysql';
   }
   return {
