@@ -68,6 +68,9 @@ interface Job {
 
 const MAX_GROUP = 64;
 
+/** Pooled MySQL connections whose session isolation level is already READ COMMITTED (a new physical connection is not). */
+const readCommitted = new WeakSet<object>();
+
 /**
  * Group commit for SQLite: transactions that queue up while one commits run together in the next single
  * BEGIN…COMMIT, each inside its own savepoint (a failing one rolls back only itself). Every caller still gets
@@ -76,6 +79,8 @@ const MAX_GROUP = 64;
 class GroupCommitter {
   private queue: Job[] = [];
   private draining = false;
+  /** COMMITs issued, each for a whole group. */
+  commits = 0;
 
   constructor(
     private readonly dataSource: DataSource,
@@ -141,6 +146,7 @@ class GroupCommitter {
       }
     }
     try {
+      this.commits++;
       await qr.commitTransaction();
     } catch (err) {
       await qr.rollbackTransaction().catch(() => undefined);
@@ -161,6 +167,7 @@ export class Database {
   /** Operations (transactions and reads) in flight, and how many ever started: what quiesce() watches. */
   private active = 0;
   private started = 0;
+  private mysqlCommits = 0;
 
   constructor(
     readonly kind: DatabaseConfig['kind'],
@@ -169,6 +176,11 @@ export class Database {
     private readonly readSource?: DataSource,
   ) {
     this.group = new GroupCommitter(dataSource, this.mutex);
+  }
+
+  /** Write transactions committed so far (SQLite: one per group of them), for tests and diagnostics. */
+  get commits(): number {
+    return this.kind === 'sqlite' ? this.group.commits : this.mysqlCommits;
   }
 
   /** Runs fn in one transaction; it commits before the promise resolves. Deadlocks are retried. */
@@ -192,12 +204,37 @@ export class Database {
     };
     for (let attempt = 1; ; attempt++) {
       try {
-        const result = await this.guard(() => this.dataSource.transaction('READ COMMITTED', body));
+        const result = await this.guard(() => this.mysqlTransaction(body));
         for (const hook of hooks) hook();
         return result;
       } catch (err) {
         if (!isDeadlock(err) || attempt >= 3) throw err;
       }
+    }
+  }
+
+  /**
+   * One MySQL transaction at READ COMMITTED. The level is set once per pooled connection (a session setting), not
+   * before every transaction as TypeORM's transaction(level) does: that was one more round trip on every reveal.
+   */
+  private async mysqlTransaction<T>(body: (tx: Tx) => Promise<T>): Promise<T> {
+    const qr = this.dataSource.createQueryRunner();
+    try {
+      const connection = (await qr.connect()) as object;
+      if (!readCommitted.has(connection)) {
+        await qr.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED');
+        readCommitted.add(connection);
+      }
+      await qr.startTransaction();
+      const result = await body(qr.manager);
+      await qr.commitTransaction();
+      this.mysqlCommits++;
+      return result;
+    } catch (err) {
+      if (qr.isTransactionActive) await qr.rollbackTransaction().catch(() => undefined);
+      throw err;
+    } finally {
+      await qr.release();
     }
   }
 

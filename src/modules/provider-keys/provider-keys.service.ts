@@ -285,10 +285,11 @@ export class ProviderKeysService {
    * produced only after that commit. If the audit row cannot be written there is no plaintext.
    */
   async reveal(actor: Actor, id: string, reason: string | undefined): Promise<Revealed> {
-    try {
-      await consume(this.revealLimits.byUser, actor.userId);
-      if (actor.ip) await consume(this.revealLimits.byIp, actor.ip);
-    } catch (err) {
+    // Both allowances at once (one round trip to a shared store, not two); every attempt counts against both.
+    const spent = await Promise.allSettled([consume(this.revealLimits.byUser, actor.userId), actor.ip ? consume(this.revealLimits.byIp, actor.ip) : undefined]);
+    const refused = spent.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (refused) {
+      const err: unknown = refused.reason;
       if (!(err instanceof RateLimitedError)) throw err;
       await this.db.transaction((tx) => this.audit.record(tx, actor, 'provider_key.reveal', 'rate_limited', { keyId: id }, { reason }));
       throw err;
