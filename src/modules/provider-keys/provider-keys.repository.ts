@@ -44,7 +44,7 @@ export interface KeyFilter {
 }
 
 /** Metadata columns only: list pages never load ciphertext. */
-const METADATA = ['id', 'name', 'provider', 'hint', 'status', 'ownerId', 'projectId', 'remark', 'createdBy', 'createdAt', 'updatedAt', 'expiresAt', 'lastRevealedAt', 'revealCount'].map((c) => `k.${c}`);
+const METADATA = 'id, name, provider, hint, status, owner_id, project_id, remark, created_by, created_at, updated_at, expires_at, last_revealed_at, reveal_count';
 
 // '!' escapes LIKE wildcards the same way on SQLite and MySQL (a backslash literal is read differently by each).
 const likeEscape = (s: string) => s.replace(/[!%_]/g, (c) => `!${c}`);
@@ -64,16 +64,24 @@ export class ProviderKeysRepository {
     return m.createQueryBuilder(ProviderKeyEntity, 'k').select('k.id').where('k.fingerprint = :fingerprint', { fingerprint }).getOne();
   }
 
-  list(m: EntityManager, filter: KeyFilter, page: Page): Promise<ProviderKeyEntity[]> {
-    const qb = m.createQueryBuilder(ProviderKeyEntity, 'k').select(METADATA);
-    if (filter.projectId) qb.andWhere('k.project_id = :projectId', { projectId: filter.projectId });
-    if (filter.ownerId) qb.andWhere('k.owner_id = :ownerId', { ownerId: filter.ownerId });
-    if (filter.provider) qb.andWhere('k.provider = :provider', { provider: filter.provider });
-    if (filter.status) qb.andWhere('k.status = :status', { status: filter.status });
-    else qb.andWhere('k.status <> :deleted', { deleted: 'deleted' });
-    if (filter.q) qb.andWhere("k.name LIKE :q ESCAPE '!'", { q: `%${likeEscape(filter.q)}%` });
-    if (page.before) qb.andWhere('k.id < :before', { before: page.before });
-    return qb.orderBy('k.id', 'DESC').limit(page.limit + 1).getMany();
+  /** A keyset page, newest first, as one statement with bound values (no ORM query building or hydration: a hot path). */
+  async list(m: EntityManager, filter: KeyFilter, page: Page): Promise<ProviderKeyEntity[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const add = (clause: string, value: unknown) => {
+      where.push(clause);
+      params.push(value);
+    };
+    if (filter.projectId) add('project_id = ?', filter.projectId);
+    if (filter.ownerId) add('owner_id = ?', filter.ownerId);
+    if (filter.provider) add('provider = ?', filter.provider);
+    if (filter.status) add('status = ?', filter.status);
+    else add('status <> ?', 'deleted');
+    if (filter.q) add("name LIKE ? ESCAPE '!'", `%${likeEscape(filter.q)}%`);
+    if (page.before) add('id < ?', page.before);
+    params.push(page.limit + 1);
+    const rows: RawKey[] = await m.query(`SELECT ${METADATA} FROM provider_keys WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`, params);
+    return rows.map(fromRaw);
   }
 
   async insert(tx: EntityManager, key: ProviderKeyEntity): Promise<void> {
