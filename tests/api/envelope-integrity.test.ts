@@ -48,6 +48,10 @@ describe('the stored envelope', () => {
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatchObject({ actor_id: owner.id, key_id: key.id });
     expect(JSON.parse(String(errors[0].detail)).why).toBe('integrity_check_failed');
+    // The trail says only what happened: no `success` row for a reveal that sent nothing, and no reveal counted.
+    expect(rows.filter((r) => r.request_id === res.headers['x-request-id'] && r.outcome !== 'error')).toEqual([]);
+    const counted = await ctx.db.read((m) => m.query('SELECT reveal_count FROM provider_keys WHERE id = ?', [key.id]));
+    expect(Number(counted[0].reveal_count)).toBe(0);
     expect(ctx.logText()).not.toContain(key.secret);
   };
 

@@ -281,8 +281,9 @@ export class ProviderKeysService {
   }
 
   /**
-   * The heart: one transaction reads the key and commits the audit row (allowed or refused); plaintext is
-   * produced only after that commit. If the audit row cannot be written there is no plaintext.
+   * The heart: one transaction reads the key, opens it and commits the audit row (allowed, refused, or `error` when
+   * the stored bytes fail authentication). The plaintext is sent only after that commit; if the audit row cannot be
+   * written, the opened bytes are zeroed and the caller gets the error, never the secret.
    */
   async reveal(actor: Actor, id: string, reason: string | undefined): Promise<Revealed> {
     // Both allowances at once (one round trip to a shared store, not two); every attempt counts against both.
@@ -295,29 +296,40 @@ export class ProviderKeysService {
       throw err;
     }
     const now = new Date();
-    const outcome = await this.db.transaction(async (tx) => {
-      const key = await this.keys.findById(tx, id, true);
-      if (!key || key.status === 'deleted') {
-        await this.audit.record(tx, actor, 'provider_key.reveal', 'denied', key ? target(key) : { keyId: id }, { reason, detail: { why: key ? 'key_deleted' : 'not_found' } });
-        return { key: null, decision: { allowed: false, why: 'not_found', outcome: 'denied', error: new NotFoundError('No such key') } as RevealDecision };
-      }
-      const decision = decideReveal(actor, key, reason, now);
-      await this.audit.record(tx, actor, 'provider_key.reveal', decision.allowed ? 'success' : decision.outcome, target(key), { reason, detail: { why: decision.why } });
-      if (decision.allowed) await this.keys.recordReveal(tx, key.id, now);
-      return { key, decision };
-    });
-    if (!outcome.decision.allowed) throw outcome.decision.error;
-    const key = outcome.key!;
-    let plaintext: Buffer;
+    let opened: Buffer | undefined;
+    let outcome: { key: ProviderKeyEntity; error?: undefined } | { key?: undefined; error: AppError };
     try {
-      plaintext = this.envelope.open(binding(key), key);
+      outcome = await this.db.transaction(async (tx) => {
+        opened?.fill(0); // a deadlock retry runs this again
+        const key = await this.keys.findById(tx, id, true);
+        if (!key || key.status === 'deleted') {
+          await this.audit.record(tx, actor, 'provider_key.reveal', 'denied', key ? target(key) : { keyId: id }, { reason, detail: { why: key ? 'key_deleted' : 'not_found' } });
+          return { error: new NotFoundError('No such key') };
+        }
+        const decision = decideReveal(actor, key, reason, now);
+        if (!decision.allowed) {
+          await this.audit.record(tx, actor, 'provider_key.reveal', decision.outcome, target(key), { reason, detail: { why: decision.why } });
+          return { error: decision.error };
+        }
+        try {
+          opened = this.envelope.open(binding(key), key);
+        } catch (err) {
+          // Damaged or moved bytes: the trail says so (and only so); no success row, no reveal counted.
+          await this.audit.record(tx, actor, 'provider_key.reveal', 'error', target(key), { reason, detail: { why: 'integrity_check_failed' } });
+          return { error: err instanceof IntegrityError ? err : new IntegrityError(undefined, err) };
+        }
+        await this.audit.record(tx, actor, 'provider_key.reveal', 'success', target(key), { reason, detail: { why: decision.why } });
+        await this.keys.recordReveal(tx, key.id, now);
+        return { key };
+      });
     } catch (err) {
-      await this.db.transaction((tx) => this.audit.record(tx, actor, 'provider_key.reveal', 'error', target(key), { reason, detail: { why: 'integrity_check_failed' } }));
-      throw err instanceof IntegrityError ? err : new IntegrityError(undefined, err);
+      opened?.fill(0);
+      throw err;
     }
-    const secret = plaintext.toString('utf8');
-    plaintext.fill(0);
-    return { id: key.id, secret, hint: key.hint, revealedAt: now.toISOString() };
+    if (outcome.error) throw outcome.error;
+    const secret = opened!.toString('utf8');
+    opened!.fill(0);
+    return { id: outcome.key.id, secret, hint: outcome.key.hint, revealedAt: now.toISOString() };
   }
 
   /** The key's audit trail, for its owner, admins and auditors. */
