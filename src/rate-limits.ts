@@ -72,8 +72,11 @@ class OneStatementMySQLLimiter extends RateLimiterMySQL {
     if (insertId === 0) return result.affectedRows === 1 ? [{ points, expire }] : this.stored(key);
     const count = insertId - COUNT_OFFSET;
     if (forceExpire) return [{ points: count, expire }];
-    // An allowed point does not need the window's end (msBeforeNext is then -1); a refusal reads it for Retry-After.
-    return count > self.points ? this.stored(key) : [{ points: count, expire: null }];
+    // An allowed point does not need the window's end (msBeforeNext is then -1). A refusal reads it for Retry-After,
+    // but keeps the count its own upsert made: a row reset or deleted meanwhile must not turn it into an allowance.
+    if (count <= self.points) return [{ points: count, expire: null }];
+    const [row] = await this.stored(key);
+    return [{ points: count, expire: row?.expire ?? expire }];
   }
 }
 

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import 'reflect-metadata';
-import { DataSource, EntityManager } from 'typeorm';
+import { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import type { DatabaseConfig } from '../config';
 import { UnavailableError } from '../errors';
 import { entities } from './entities';
@@ -117,7 +117,10 @@ class GroupCommitter {
 
   private async commitGroup(batch: Job[]): Promise<void> {
     const qr = this.dataSource.createQueryRunner();
-    const outcomes: Array<{ ok: true; result: unknown; hooks: Array<() => void> } | { ok: false; err: unknown }> = [];
+    const fail = async (err: unknown, jobs: Job[]) => {
+      await this.reset(qr);
+      for (const job of jobs) job.reject(err);
+    };
     try {
       await qr.startTransaction();
       // Take the write lock first, as BEGIN IMMEDIATE would: a deferred transaction that reads and then writes fails at
@@ -125,11 +128,10 @@ class GroupCommitter {
       // its turn under busy_timeout instead.
       await qr.query('DELETE FROM pkv_migrations WHERE 0');
     } catch (err) {
-      await qr.rollbackTransaction().catch(() => undefined);
-      for (const job of batch) job.reject(err);
-      return;
+      return fail(err, batch);
     }
-    for (const job of batch) {
+    const outcomes: Array<{ ok: true; result: unknown; hooks: Array<() => void> } | { ok: false; err: unknown }> = [];
+    for (const [i, job] of batch.entries()) {
       try {
         await qr.startTransaction();
         const result = await job.fn(qr.manager);
@@ -137,10 +139,20 @@ class GroupCommitter {
         outcomes.push({ ok: true, result, hooks: takeAfterCommit(qr.manager) });
       } catch (err) {
         takeAfterCommit(qr.manager);
-        try {
-          await qr.rollbackTransaction();
-        } catch {
-          /* the outer transaction is rolled back below if it is broken */
+        const undone = await qr.rollbackTransaction().then(
+          () => true,
+          () => false,
+        );
+        // SQLite ends the whole transaction by itself on some errors (SQLITE_FULL, IOERR, NOMEM): then nothing of this
+        // group can commit, and every caller must hear so (the rest of the batch runs in the next group).
+        if (!undone || !this.inTransaction() || this.depth(qr) !== 1) {
+          this.queue.unshift(...batch.slice(i + 1));
+          await this.reset(qr);
+          batch.slice(0, i + 1).forEach((earlier, j) => {
+            const o = outcomes[j];
+            earlier.reject(o && !o.ok ? o.err : err);
+          });
+          return;
         }
         outcomes.push({ ok: false, err });
       }
@@ -148,16 +160,36 @@ class GroupCommitter {
     try {
       this.commits++;
       await qr.commitTransaction();
+      if (this.inTransaction()) throw new Error('COMMIT left a transaction open');
     } catch (err) {
-      await qr.rollbackTransaction().catch(() => undefined);
-      for (const job of batch) job.reject(err);
-      return;
+      return fail(err, batch);
     }
     batch.forEach((job, i) => {
       const o = outcomes[i];
       if (o.ok) job.resolve({ result: o.result, hooks: o.hooks });
       else job.reject(o.err);
     });
+  }
+
+  /** The connection's own view: true while a transaction is open on it (better-sqlite3's `inTransaction`). */
+  private inTransaction(): boolean {
+    return (this.dataSource.driver as unknown as { databaseConnection: { inTransaction: boolean } }).databaseConnection.inTransaction;
+  }
+
+  private depth(qr: QueryRunner): number {
+    return (qr as unknown as { transactionDepth: number }).transactionDepth;
+  }
+
+  /**
+   * Back to "no transaction" on both sides: SQLite's (ROLLBACK if one is still open) and TypeORM's, whose single shared
+   * query runner never corrects its nesting count when a rollback fails; left alone, every later "COMMIT" would be a
+   * RELEASE of a savepoint inside a transaction that never commits.
+   */
+  private async reset(qr: QueryRunner): Promise<void> {
+    if (this.inTransaction()) await qr.query('ROLLBACK').catch(() => undefined);
+    const state = qr as unknown as { isTransactionActive: boolean; transactionDepth: number };
+    state.isTransactionActive = false;
+    state.transactionDepth = 0;
   }
 }
 

@@ -170,6 +170,29 @@ describe('brute force', () => {
       expect(trail.map((r) => r.outcome)).toEqual([...Array(REVEAL_LIMIT).fill('denied'), 'rate_limited']);
     });
 
+    it('does not let one user over their own allowance use up the allowance of the address they share with others', async () => {
+      const ip = randomIp();
+      const greedy = await user('member');
+      const greedyKey = await keyFor(greedy);
+      for (let i = 0; i < REVEAL_LIMIT; i++) expect((await reveal(ip, greedy.auth, greedyKey.id)).status).toBe(200);
+      // Far more refused attempts than the address allows in all (the limit × 10).
+      for (let i = 0; i < REVEAL_LIMIT * 12; i++) expectLimited(await reveal(ip, greedy.auth, greedyKey.id), 60);
+      // Neighbours behind the same address still have all but the greedy user's allowed reveals.
+      let ok = 0;
+      for (let n = 0; n < 9; n++) {
+        const neighbour = await user('member');
+        const key = await keyFor(neighbour);
+        for (let i = 0; i < REVEAL_LIMIT; i++) {
+          const res = await reveal(ip, neighbour.auth, key.id);
+          expect(res.status).toBe(200);
+          ok++;
+        }
+      }
+      expect(ok).toBe(REVEAL_LIMIT * 9);
+      const last = await user('member');
+      expectLimited(await reveal(ip, last.auth, (await keyFor(last)).id), 60);
+    });
+
     it(`stops an address after ${REVEAL_LIMIT * 10} reveals a minute across many users, audited; the same user reveals from elsewhere`, async () => {
       const ip = randomIp();
       const users: Array<{ u: TestUser; key: CreatedKey }> = [];

@@ -47,6 +47,27 @@ describe('database transactions', () => {
     expect(await countNamed(`${prefix}-doomed`)).toBe(0);
   });
 
+  it('tells every caller the truth when one transaction ends the whole group (as SQLite does itself on SQLITE_FULL or IOERR)', async () => {
+    const prefix = marker();
+    const results = await Promise.allSettled([
+      insertProject(`${prefix}-a`),
+      ctx.db.transaction(async (tx) => {
+        await tx.query('INSERT INTO projects (id, name, description, created_at, updated_at) VALUES (?, ?, NULL, ?, ?)', [crypto.randomUUID(), `${prefix}-b`, Date.now(), Date.now()]);
+        await tx.query('ROLLBACK');
+        throw new Error('the database ended the transaction');
+      }),
+      insertProject(`${prefix}-c`),
+    ]);
+    expect(results[1].status).toBe('rejected');
+    // Told "committed" exactly when it is, as another connection sees it.
+    for (const [i, name] of ['a', 'b', 'c'].entries()) {
+      expect({ name, told: results[i].status === 'fulfilled', stored: (await countNamed(`${prefix}-${name}`)) === 1 }).toEqual({ name, told: results[i].status === 'fulfilled', stored: results[i].status === 'fulfilled' });
+    }
+    // And the next transactions commit for real: nothing is left half-open on the writer.
+    await Promise.all([insertProject(`${prefix}-after-1`), insertProject(`${prefix}-after-2`)]);
+    expect(await countNamed(`${prefix}-after-`)).toBe(2);
+  });
+
   (dbKind() === 'mysql' ? it : it.skip)('runs every transaction at READ COMMITTED, on every pooled connection (MySQL)', async () => {
     const levelIn = (tx: Parameters<Parameters<typeof ctx.db.transaction>[0]>[0]) =>
       tx.query('SELECT @@session.tx_isolation AS level').catch(() => tx.query('SELECT @@session.transaction_isolation AS level'));

@@ -17,7 +17,7 @@ import {
 import { newId } from '../../ids';
 import type { Envelope, SecretBinding } from '../../crypto/envelope';
 import { Page, PageResult, toPageResult } from '../../http/pagination';
-import { consume } from '../../rate-limits';
+import { consume, reward } from '../../rate-limits';
 import type { RateLimiterAbstract } from 'rate-limiter-flexible';
 import { Actor, can } from '../auth/actor';
 import type { AuditEvent, AuditService } from '../audit/audit.service';
@@ -286,12 +286,15 @@ export class ProviderKeysService {
    * written, the opened bytes are zeroed and the caller gets the error, never the secret.
    */
   async reveal(actor: Actor, id: string, reason: string | undefined): Promise<Revealed> {
-    // Both allowances at once (one round trip to a shared store, not two); every attempt counts against both.
-    const spent = await Promise.allSettled([consume(this.revealLimits.byUser, actor.userId), actor.ip ? consume(this.revealLimits.byIp, actor.ip) : undefined]);
-    const refused = spent.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    // Both allowances at once (one round trip to a shared store, not two).
+    const [byUser, byIp] = await Promise.allSettled([consume(this.revealLimits.byUser, actor.userId), actor.ip ? consume(this.revealLimits.byIp, actor.ip) : undefined]);
+    const refused = [byUser, byIp].find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (refused) {
       const err: unknown = refused.reason;
       if (!(err instanceof RateLimitedError)) throw err;
+      // One user over their own allowance must not use up the address's, which everyone behind one NAT or proxy shares.
+      // If the give-back fails the point simply stays spent (stricter, never looser).
+      if (byUser.status === 'rejected' && byIp.status === 'fulfilled' && actor.ip) await reward(this.revealLimits.byIp, actor.ip).catch(() => undefined);
       await this.db.transaction((tx) => this.audit.record(tx, actor, 'provider_key.reveal', 'rate_limited', { keyId: id }, { reason }));
       throw err;
     }
