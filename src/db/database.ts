@@ -376,6 +376,7 @@ export function createDataSource(config: DatabaseConfig): DataSource {
 
 /** Opens the database. The embedded SQLite default migrates itself; MySQL must be migrated explicitly (`pkv migrate`). */
 export async function openDatabase(config: DatabaseConfig): Promise<Database> {
+  if (config.kind === 'sqlite') createPrivately(config.path);
   const ds = createDataSource(config);
   const readDs = config.kind === 'sqlite' ? createDataSource(config) : undefined;
   try {
@@ -386,11 +387,23 @@ export async function openDatabase(config: DatabaseConfig): Promise<Database> {
     throw new UnavailableError(`cannot open the ${config.kind} database`, err);
   }
   if (config.kind === 'sqlite') {
-    try {
-      fs.chmodSync(config.path, 0o600);
-    } catch {
-      /* best effort: a read-only mount keeps its own mode */
+    for (const file of [config.path, `${config.path}-wal`, `${config.path}-shm`]) {
+      try {
+        fs.chmodSync(file, 0o600);
+      } catch {
+        /* best effort: a read-only mount keeps its own mode; a WAL file may not exist yet */
+      }
     }
   }
   return new Database(config.kind, ds, readDs);
+}
+
+/**
+ * Creates a missing SQLite file as 0600 before SQLite opens it: SQLite gives its -wal and -shm files the database
+ * file's mode, so a file first created under the umask (0644) would leave those readable by others.
+ */
+function createPrivately(file: string): void {
+  if (file === ':memory:' || fs.existsSync(file)) return;
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  fs.closeSync(fs.openSync(file, 'a', 0o600));
 }

@@ -72,6 +72,13 @@ describe('start-up', () => {
       expect(signedIn.status).toBe(200);
       expect(signedIn.body.user).toMatchObject({ username: 'admin', role: 'admin' });
       for (const name of ['master.key', 'jwt.secret']) expect(fs.statSync(path.join(tdb.dir, name)).mode & 0o777).toBe(0o600);
+      if (tdb.url.startsWith('sqlite:')) {
+        // The database, its WAL and its shared-memory index alike: owner only, whatever the umask.
+        const db = tdb.url.slice('sqlite:'.length);
+        const files = [db, `${db}-wal`, `${db}-shm`].filter((f) => fs.existsSync(f));
+        expect(files).toContain(`${db}-shm`);
+        expect(files.map((f) => [path.basename(f), fs.statSync(f).mode & 0o777])).toEqual(files.map((f) => [path.basename(f), 0o600]));
+      }
       expect(await first.stop()).toEqual({ code: 0, signal: null });
 
       const second = await startServe(env);
