@@ -9,6 +9,7 @@ import {
 } from 'rate-limiter-flexible';
 import { RateLimitedError, UnavailableError } from './errors';
 import type { Database } from './db/database';
+import { Settled, TurnBatcher } from './batcher';
 
 export interface RateLimits {
   /** Failed sign-ins per username+IP. */
@@ -37,13 +38,23 @@ type CounterRow = { points: number; expire: number | null };
 /** Keeps the count handed back through LAST_INSERT_ID() positive (0 means "no value"), whatever rewards did to it. */
 const COUNT_OFFSET = 2 ** 31;
 
+interface Spend {
+  key: string;
+  points: number;
+  msDuration: number;
+}
+
 /**
  * rate-limiter-flexible's MySQL store spends a transaction on every point: BEGIN, the upsert, a SELECT, COMMIT (four
  * round trips and a commit, twice per reveal). This one spends one statement: the same atomic upsert, which hands
  * the new count back in the OK packet through LAST_INSERT_ID(expr). The window's end is read only when a refusal
- * needs it for Retry-After.
+ * needs it for Retry-After. Points spent on one key in the same turn of the event loop (a busy user, everyone
+ * behind one address) go in one upsert of their sum, each caller getting the count its own point made, exactly as
+ * if they had run one after another: one commit on that hot row instead of one each.
  */
 class OneStatementMySQLLimiter extends RateLimiterMySQL {
+  private readonly spends = new TurnBatcher<Spend, CounterRow[]>((all) => this.spendTogether(all), 256, 1);
+
   private run(sql: string, values: unknown[]): Promise<unknown> {
     const self = this as unknown as { client: MySQLPool };
     return new Promise((resolve, reject) => self.client.query(sql, values, (err, result) => (err ? reject(err) : resolve(result))));
@@ -57,6 +68,40 @@ class OneStatementMySQLLimiter extends RateLimiterMySQL {
 
   /** Overrides the store's upsert (same contract: resolves to the key's row after adding `points`). */
   async _upsert(key: string, points: number, msDuration: number, forceExpire = false): Promise<CounterRow[]> {
+    if (points > 0 && !forceExpire) return this.spends.submit({ key, points, msDuration });
+    return this.upsert(key, points, msDuration, forceExpire);
+  }
+
+  private async spendTogether(all: Spend[]): Promise<Array<Settled<CounterRow[]>>> {
+    const limit = (this as unknown as { points: number }).points;
+    const groups = new Map<string, number[]>();
+    all.forEach((s, i) => {
+      const group = `${s.msDuration}|${s.key}`;
+      const members = groups.get(group);
+      if (members) members.push(i);
+      else groups.set(group, [i]);
+    });
+    const out: Array<Settled<CounterRow[]>> = new Array(all.length);
+    await Promise.all(
+      [...groups.values()].map(async (members) => {
+        const { key, msDuration } = all[members[0]];
+        const total = members.reduce((sum, i) => sum + all[i].points, 0);
+        try {
+          const [row] = await this.upsert(key, total, msDuration, false);
+          let count = row.points - total;
+          for (const i of members) {
+            count += all[i].points;
+            out[i] = { status: 'fulfilled', value: [{ points: count, expire: count <= limit ? null : row.expire }] };
+          }
+        } catch (reason) {
+          for (const i of members) out[i] = { status: 'rejected', reason };
+        }
+      }),
+    );
+    return out;
+  }
+
+  private async upsert(key: string, points: number, msDuration: number, forceExpire: boolean): Promise<CounterRow[]> {
     const self = this as unknown as { dbName: string; tableName: string; points: number };
     const now = Date.now();
     const expire = msDuration > 0 ? now + msDuration : null;

@@ -95,6 +95,19 @@ describe('rate-limit store', () => {
       expect(Number(stored!.expire)).toBeGreaterThan(Date.now() + 50_000);
     });
 
+    it('spends a burst on one key (one turn) as one upsert of its sum: callers are counted in the order they asked, as if one after another', async () => {
+      const k = key();
+      const results = await Promise.all(Array.from({ length: 12 }, () => outcome(consume(limits.revealByUser, k))));
+      expect(results).toEqual([...Array<string>(LIMIT).fill('allowed'), ...Array<string>(12 - LIMIT).fill('limited')]);
+      expect(Number((await row('reveal', k))!.points)).toBe(12);
+
+      // A burst that opens a new window counts from zero: the old count is not added to.
+      await ctx.db.transaction((tx) => tx.query('UPDATE pkv_rate_limits SET expire = ? WHERE `key` = ?', [Date.now() - 1, `reveal:${k}`]));
+      const fresh = await Promise.all(Array.from({ length: 3 }, () => outcome(consume(limits.revealByUser, k))));
+      expect(fresh).toEqual(['allowed', 'allowed', 'allowed']);
+      expect(Number((await row('reveal', k))!.points)).toBe(3);
+    });
+
     it('shares counts between two limiter sets on one database, as two instances do', async () => {
       const other = createRateLimits({ loginRateLimit: LIMIT, revealRateLimit: LIMIT }, ctx.db);
       try {

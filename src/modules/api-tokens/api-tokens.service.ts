@@ -1,5 +1,6 @@
 import type { Database } from '../../db/database';
 import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../../errors';
+import { coalescing } from '../../batcher';
 import { newId } from '../../ids';
 import type { Logger } from '../../logger';
 import { hashApiToken, isApiTokenShape, newApiToken } from '../../crypto/tokens';
@@ -127,6 +128,12 @@ export class UsageTracker {
 }
 
 export class ApiTokensService {
+  /** Concurrent requests with one token (a gateway's burst) share one lookup per turn of the event loop. */
+  private readonly tokenLookups = coalescing(
+    (hash: string) => hash,
+    (hash: string) => this.db.read((m) => this.tokens.findByHashWithUser(m, hash)),
+  );
+
   constructor(
     private readonly db: Database,
     private readonly tokens: ApiTokensRepository,
@@ -140,7 +147,7 @@ export class ApiTokensService {
    * indexed lookup. Rights are the token's scopes narrowed by the user's current role, every request.
    */
   async authenticate(token: string, client: ClientInfo): Promise<Actor> {
-    const found = await this.db.read((m) => this.tokens.findByHashWithUser(m, hashApiToken(token)));
+    const found = await this.tokenLookups.submit(hashApiToken(token));
     const now = Date.now();
     if (!found || !isApiTokenShape(token) || found.token.revokedAt || found.token.expiresAt.getTime() <= now || found.user.status !== 'active') {
       throw new UnauthorizedError();

@@ -4,7 +4,8 @@ import { AuditEventEntity } from './audit-event.entity';
 
 const INSERT_SQL =
   'INSERT INTO audit_events (id, seq, chain_hash, row_mac, at, action, outcome, actor_id, actor_username, actor_role, via, ' +
-  'api_token_id, key_id, project_id, owner_id, ip, user_agent, request_id, reason, detail) VALUES (' + Array(20).fill('?').join(', ') + ')';
+  'api_token_id, key_id, project_id, owner_id, ip, user_agent, request_id, reason, detail) VALUES ';
+const ROW = '(' + Array(20).fill('?').join(', ') + ')';
 
 export interface AuditFilter {
   action?: string;
@@ -17,12 +18,13 @@ export interface AuditFilter {
 }
 
 export class AuditRepository {
-  /** Plain parameterised INSERT: every audited request pays for this, so no ORM insert builder. */
-  async insert(tx: EntityManager, e: AuditEventEntity): Promise<void> {
-    await tx.query(INSERT_SQL, [
+  /** One plain parameterised INSERT for all the rows: every audited request pays for this, so no ORM insert builder. */
+  async insert(tx: EntityManager, rows: AuditEventEntity[]): Promise<void> {
+    const params = rows.flatMap((e) => [
       e.id, e.seq, e.chainHash, e.rowMac, e.at.getTime(), e.action, e.outcome, e.actorId, e.actorUsername, e.actorRole, e.via,
       e.apiTokenId, e.keyId, e.projectId, e.ownerId, e.ip, e.userAgent, e.requestId, e.reason, e.detail,
     ]);
+    await tx.query(INSERT_SQL + rows.map(() => ROW).join(', '), params);
   }
 
   /** Newest first, keyset-paginated on id; fetches one extra row to tell whether a next page exists. */

@@ -101,6 +101,19 @@ export class AuditService {
     target: AuditTarget = {},
     extra: { reason?: string | null; detail?: Record<string, unknown> } = {},
   ): Promise<AuditEventEntity> {
+    const row = this.build(who, action, outcome, target, extra);
+    await this.recordAll(tx, [row]);
+    return row;
+  }
+
+  /** One audit row, sealed with its row MAC, not yet written: `recordAll` writes a batch of them at once. */
+  build(
+    who: Actor | Anonymous,
+    action: AuditAction,
+    outcome: AuditOutcome,
+    target: AuditTarget = {},
+    extra: { reason?: string | null; detail?: Record<string, unknown> } = {},
+  ): AuditEventEntity {
     const anon = 'anonymous' in who;
     const row = Object.assign(new AuditEventEntity(), {
       id: newId(),
@@ -125,17 +138,24 @@ export class AuditService {
       rowMac: '',
     });
     row.rowMac = this.chain.macOf(row);
+    return row;
+  }
+
+  /** Writes built rows in the caller's transaction (one statement); each is logged once the transaction commits. */
+  async recordAll(tx: EntityManager, rows: AuditEventEntity[]): Promise<void> {
+    if (rows.length === 0) return;
     try {
-      await this.repo.insert(tx, row);
+      await this.repo.insert(tx, rows);
     } catch (err) {
       // No audit row, no action: the whole transaction fails and the caller gets 503, never the result.
       throw new UnavailableError('The audit trail cannot be written right now', err);
     }
     afterCommit(tx, () => {
-      const { seq: _s, ...event } = toAuditEvent(row);
-      this.logger.info('audit', { event: 'audit', audit: event });
+      for (const row of rows) {
+        const { seq: _s, ...event } = toAuditEvent(row);
+        this.logger.info('audit', { event: 'audit', audit: event });
+      }
     });
-    return row;
   }
 
   async list(actor: Actor, filter: AuditFilter, page: Page): Promise<PageResult<AuditEvent>> {

@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import type { Database } from '../../db/database';
 import { isUniqueViolation } from '../../db/database';
 import { ForbiddenError, RateLimitedError, UnauthorizedError } from '../../errors';
+import { coalescing } from '../../batcher';
 import { hashPassword, verifyPassword } from '../../crypto/passwords';
 import { RateLimits, consume, forgive, reward } from '../../rate-limits';
 import { USERNAME } from '../users/users.schemas';
@@ -10,7 +11,7 @@ import type { UsersRepository } from '../users/users.repository';
 import { toUser, User } from '../users/users.service';
 import { Actor, effectiveRights } from './actor';
 import { RevokedSessionEntity } from './revoked-session.entity';
-import type { SessionTokens } from './sessions';
+import type { SessionClaims, SessionTokens } from './sessions';
 
 export interface ClientInfo {
   ip: string | null;
@@ -32,6 +33,12 @@ const NOT_A_USERNAME = '(not a valid username)';
 
 export class AuthService {
   private dummyHash: Promise<string> | undefined;
+
+  /** Concurrent requests on one session (a script's burst) share one lookup per turn of the event loop. */
+  private readonly sessionLookups = coalescing(
+    (c: SessionClaims) => `${c.sub}\u0000${c.jti}`,
+    (c: SessionClaims) => this.db.read((m) => this.users.findForSession(m, c.sub, c.jti)),
+  );
 
   constructor(
     private readonly db: Database,
@@ -84,7 +91,7 @@ export class AuthService {
   async authenticateSession(token: string, client: ClientInfo, viaCookie = false): Promise<Actor> {
     const claims = this.sessions.verify(token);
     if (!claims) throw new UnauthorizedError();
-    const found = await this.db.read((m) => this.users.findForSession(m, claims.sub, claims.jti));
+    const found = await this.sessionLookups.submit(claims);
     if (!found || found.revoked || found.user.status !== 'active' || found.user.sessionEpoch !== claims.ep) throw new UnauthorizedError();
     return this.actorFor(found.user, { jti: claims.jti, expiresAt: new Date(claims.exp * 1000), viaCookie }, client);
   }

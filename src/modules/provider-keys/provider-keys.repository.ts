@@ -60,6 +60,14 @@ export class ProviderKeysRepository {
     return rows[0] ? fromRaw(rows[0]) : null;
   }
 
+  /** Several rows by id in one statement (a batch of reveals); with `forUpdate`, locked in key order until commit on MySQL. */
+  async findByIds(m: EntityManager, ids: string[], forUpdate = false): Promise<Map<string, ProviderKeyEntity>> {
+    if (ids.length === 0) return new Map();
+    const lock = forUpdate && m.connection.options.type === 'mysql' ? ' FOR UPDATE' : '';
+    const rows: RawKey[] = await m.query(`SELECT * FROM provider_keys WHERE id IN (${ids.map(() => '?').join(', ')})${lock}`, ids);
+    return new Map(rows.map((r) => [String(r.id), fromRaw(r)]));
+  }
+
   findByFingerprint(m: EntityManager, fingerprint: string): Promise<Pick<ProviderKeyEntity, 'id'> | null> {
     return m.createQueryBuilder(ProviderKeyEntity, 'k').select('k.id').where('k.fingerprint = :fingerprint', { fingerprint }).getOne();
   }
@@ -92,8 +100,19 @@ export class ProviderKeysRepository {
     await tx.update(ProviderKeyEntity, { id }, patch);
   }
 
-  /** Counts exactly under concurrency: the increment happens in the database, on the locked row. */
-  async recordReveal(tx: EntityManager, id: string, at: Date): Promise<void> {
-    await tx.query('UPDATE provider_keys SET reveal_count = reveal_count + 1, last_revealed_at = ? WHERE id = ?', [at.getTime(), id]);
+  /**
+   * Counts exactly under concurrency: the increments (reveals per key id) happen in the database, on the locked rows,
+   * in one statement for the whole batch.
+   */
+  async recordReveals(tx: EntityManager, counts: Map<string, number>, at: Date): Promise<void> {
+    if (counts.size === 0) return;
+    const ids = [...counts.keys()];
+    const increment = ids.length === 1 ? '?' : `CASE id ${ids.map(() => 'WHEN ? THEN ?').join(' ')} END`;
+    const params = ids.length === 1 ? [counts.get(ids[0])] : ids.flatMap((id) => [id, counts.get(id)]);
+    await tx.query(`UPDATE provider_keys SET reveal_count = reveal_count + ${increment}, last_revealed_at = ? WHERE id IN (${ids.map(() => '?').join(', ')})`, [
+      ...params,
+      at.getTime(),
+      ...ids,
+    ]);
   }
 }
