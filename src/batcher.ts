@@ -15,8 +15,6 @@ interface Entry<I, O> {
  */
 export class TurnBatcher<I, O> {
   private pending: Array<Entry<I, O>> = [];
-  private scheduled = false;
-  private readonly running = new Set<number>();
   /** Batches flushed and items carried, for tests and diagnostics. */
   batches = 0;
   items = 0;
@@ -24,47 +22,24 @@ export class TurnBatcher<I, O> {
   constructor(
     private readonly flush: (items: I[]) => Promise<Array<Settled<O>>>,
     private readonly maxBatch = 64,
-    private readonly maxInFlight = Infinity,
-    private readonly stallMs = 20,
   ) {}
 
   submit(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
+      if (this.pending.length === 0) setImmediate(() => this.drain());
       this.pending.push({ item, resolve, reject });
-      this.schedule();
-    });
-  }
-
-  private schedule(): void {
-    if (this.scheduled || this.pending.length === 0) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      this.drain();
     });
   }
 
   private drain(): void {
-    const now = performance.now();
-    let busy = 0;
-    for (const started of this.running) if (now - started < this.stallMs) busy++;
-    while (this.pending.length > 0 && busy < this.maxInFlight) {
-      void this.run(this.pending.splice(0, this.maxBatch));
-      busy++;
-    }
-    if (this.pending.length > 0 && this.running.size > 0) {
-      // Waiting for a batch in flight: the next starts when one ends, or when the oldest has stalled past stallMs.
-      const oldest = Math.min(...this.running);
-      setTimeout(() => this.schedule(), Math.max(1, oldest + this.stallMs - now)).unref();
-    }
+    const all = this.pending;
+    this.pending = [];
+    for (let i = 0; i < all.length; i += this.maxBatch) void this.run(all.slice(i, i + this.maxBatch));
   }
 
   private async run(batch: Array<Entry<I, O>>): Promise<void> {
     this.batches++;
     this.items += batch.length;
-    let started = performance.now();
-    while (this.running.has(started)) started += 1e-6;
-    this.running.add(started);
     let outcomes: Array<Settled<O>>;
     try {
       outcomes = await this.flush(batch.map((e) => e.item));
@@ -72,9 +47,6 @@ export class TurnBatcher<I, O> {
     } catch (err) {
       for (const e of batch) e.reject(err);
       return;
-    } finally {
-      this.running.delete(started);
-      this.schedule();
     }
     batch.forEach((e, i) => {
       const o = outcomes[i];

@@ -53,7 +53,7 @@ interface Spend {
  * if they had run one after another: one commit on that hot row instead of one each.
  */
 class OneStatementMySQLLimiter extends RateLimiterMySQL {
-  private readonly spends = new TurnBatcher<Spend, CounterRow[]>((all) => this.spendTogether(all), 256, 1);
+  private readonly spends = new TurnBatcher<Spend, CounterRow[]>((all) => this.spendTogether(all), 256);
 
   private run(sql: string, values: unknown[]): Promise<unknown> {
     const self = this as unknown as { client: MySQLPool };

@@ -1,7 +1,6 @@
 import { coalescing, Settled, TurnBatcher } from '../../src/batcher';
 
 const fulfilled = <T>(value: T): Settled<T> => ({ status: 'fulfilled', value });
-const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 describe('TurnBatcher', () => {
   it('hands the calls of one turn to one flush, in order, and each caller its own answer', async () => {
@@ -40,50 +39,6 @@ describe('TurnBatcher', () => {
     await expect(b.submit(7)).resolves.toBe(7);
   });
 
-  it('with maxInFlight, holds the next batch until one in flight ends, and then sends everything that queued meanwhile together', async () => {
-    const sizes: number[] = [];
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const b = new TurnBatcher<number, number>(
-      async (items) => {
-        sizes.push(items.length);
-        if (sizes.length === 1) await gate;
-        return items.map(fulfilled);
-      },
-      64,
-      1,
-      10_000,
-    );
-    const first = b.submit(0);
-    await turn();
-    const later = [1, 2, 3].map((i) => b.submit(i));
-    await turn();
-    await turn();
-    expect(sizes).toEqual([1]);
-    release();
-    await Promise.all([first, ...later]);
-    expect(sizes).toEqual([1, 3]);
-  });
-
-  it('does not let a stalled batch hold the others longer than stallMs', async () => {
-    const started: number[] = [];
-    const b = new TurnBatcher<number, number>(
-      async (items) => {
-        started.push(items[0]);
-        if (items[0] === 0) await new Promise(() => undefined); // never ends
-        return items.map(fulfilled);
-      },
-      64,
-      1,
-      30,
-    );
-    void b.submit(0);
-    await turn();
-    const t0 = Date.now();
-    await expect(b.submit(1)).resolves.toBe(1);
-    expect(started).toEqual([0, 1]);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(20);
-  });
 });
 
 describe('coalescing', () => {

@@ -135,7 +135,7 @@ export function decideReveal(actor: Actor, key: ProviderKeyEntity, reason: strin
 }
 
 export class ProviderKeysService {
-  private readonly reveals = new TurnBatcher<RevealRequest, RevealDone>((reqs) => this.revealBatch(reqs), 32, 1);
+  private readonly reveals = new TurnBatcher<RevealRequest, RevealDone>((reqs) => this.revealBatch(reqs), 32);
 
   constructor(
     private readonly db: Database,
