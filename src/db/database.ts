@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import 'reflect-metadata';
 import { DataSource, EntityManager, QueryRunner } from 'typeorm';
+import type { Pool } from 'mysql2/promise';
 import type { DatabaseConfig } from '../config';
 import { UnavailableError } from '../errors';
 import { entities } from './entities';
@@ -9,6 +10,18 @@ import { migrations } from '../../migrations';
 import { takeAfterCommit } from './hooks';
 
 export type Tx = EntityManager;
+
+/** One SQL statement with its bound values (`?` placeholders only: never a value spliced into the text). */
+export interface Statement {
+  sql: string;
+  params: unknown[];
+}
+
+export type Row = Record<string, unknown>;
+
+/** The decision between a two-step transaction's read and its writes: synchronous, so no I/O can slip in between. */
+export type Decide<T, W> = (rows: Row[], alongside: W) => { writes: Statement[]; result: T };
+
 
 /** Serializes work on SQLite's single connection: TypeORM shares one query runner, so two open transactions would interleave. */
 class Mutex {
@@ -206,6 +219,8 @@ export class Database {
     readonly dataSource: DataSource,
     /** SQLite only: a second connection for reads, so they never queue behind a commit (WAL readers see committed data). */
     private readonly readSource?: DataSource,
+    /** MySQL only: the few connections that carry two-step transactions (multi-statement round trips). */
+    private readonly stepPool?: Pool,
   ) {
     this.group = new GroupCommitter(dataSource, this.mutex);
   }
@@ -270,6 +285,58 @@ export class Database {
     }
   }
 
+  /**
+   * A transaction of one read and its writes, decided in between without I/O: the hot path of a batch of reveals.
+   * The read's rows stay locked until commit on MySQL (FOR UPDATE). On MySQL the whole transaction is two round
+   * trips on a small pool of its own: START TRANSACTION with the read, then the writes with COMMIT, each sent as one
+   * multi-statement query (MySQL stops at the first statement that fails; the rest never run and the transaction is
+   * rolled back). Only this method uses that pool, and it sends only the product's own statement texts, whose
+   * values are all bound. On SQLite it is an ordinary (group-committed) transaction. Deadlocks are retried.
+   *
+   * `alongside` is work already under way elsewhere (it must not reject) whose answer the decision needs too: on MySQL
+   * the read overlaps it; on SQLite it is awaited before the transaction, which never waits on anything outside.
+   */
+  async readThenWrite<T, W>(read: Statement, alongside: Promise<W>, decide: Decide<T, W>): Promise<T> {
+    if (!this.stepPool) {
+      const w = await alongside;
+      return this.transaction(async (tx) => {
+        const rows: Row[] = await tx.query(read.sql, read.params);
+        const { writes, result } = decide(rows, w);
+        for (const statement of writes) await tx.query(statement.sql, statement.params);
+        return result;
+      });
+    }
+    const pool = this.stepPool;
+    return this.track(async () => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.guard(() => this.twoSteps(pool, read, alongside, decide));
+        } catch (err) {
+          if (!isDeadlock(err) || attempt >= 3) throw err;
+        }
+      }
+    });
+  }
+
+  private async twoSteps<T, W>(pool: Pool, read: Statement, alongside: Promise<W>, decide: Decide<T, W>): Promise<T> {
+    const conn = await pool.getConnection();
+    try {
+      const [[results], w] = await Promise.all([conn.query(`SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION; ${read.sql} FOR UPDATE`, read.params), alongside]);
+      const { writes, result } = decide((results as Row[][])[2], w);
+      await conn.query([...writes.map((statement) => statement.sql), 'COMMIT'].join('; '), writes.flatMap((statement) => statement.params));
+      this.mysqlCommits++;
+      conn.release();
+      return result;
+    } catch (err) {
+      // Whatever failed, the transaction may still be open: roll it back, or drop a connection that cannot.
+      await conn.query('ROLLBACK').then(
+        () => conn.release(),
+        () => conn.destroy(),
+      );
+      throw err;
+    }
+  }
+
   /** Runs reads outside a transaction (still serialized on SQLite's single connection). */
   read<T>(fn: (m: EntityManager) => Promise<T>): Promise<T> {
     return this.track(() => this.guard(() => fn((this.readSource ?? this.dataSource).manager)));
@@ -328,6 +395,7 @@ export class Database {
   }
 
   async close(): Promise<void> {
+    await this.stepPool?.end().catch(() => undefined);
     if (this.readSource?.isInitialized) await this.readSource.destroy();
     if (this.dataSource.isInitialized) await this.dataSource.destroy();
   }
@@ -395,7 +463,28 @@ export async function openDatabase(config: DatabaseConfig): Promise<Database> {
       }
     }
   }
-  return new Database(config.kind, ds, readDs);
+  return new Database(config.kind, ds, readDs, config.kind === 'mysql' ? await createStepPool(config.url) : undefined);
+}
+
+/**
+ * The pool for two-step transactions: the same server and session settings as TypeORM's pool (UTC, utf8mb4, big
+ * numbers as strings), plus multi-statement queries, which nothing else may use.
+ */
+async function createStepPool(url: string): Promise<Pool> {
+  const { createPool } = await import('mysql2/promise'); // not loaded at all by an embedded SQLite vault
+  return createPool({
+    uri: url,
+    timezone: 'Z',
+    charset: 'UTF8MB4_UNICODE_CI',
+    supportBigNumbers: true,
+    bigNumberStrings: true,
+    multipleStatements: true,
+    connectionLimit: 8,
+    maxIdle: 8,
+    idleTimeout: 60000,
+    connectTimeout: 5000,
+    enableKeepAlive: true,
+  });
 }
 
 /**

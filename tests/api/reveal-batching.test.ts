@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
-import { createTestContext, TestContext, TestUser } from '../support/test-app';
-import { createApiToken, createKey, createProject, CreatedKey } from '../support/factories';
+import { createTestContext, dbKind, TestContext, TestUser } from '../support/test-app';
+import { auditRows, createApiToken, createKey, createProject, CreatedKey } from '../support/factories';
 import { flipBit, setKeyColumns, storedKey } from '../support/crypto-helpers';
 import { Actor, effectiveRights } from '../../src/modules/auth/actor';
 import { RateLimitedError } from '../../src/errors';
@@ -153,6 +153,51 @@ describe('reveals that arrive together', () => {
       expect(ctx.logText()).not.toContain(target.secret);
     });
   });
+
+  describe('one reveal whose counter cannot be written', () => {
+    const trigger = 'pkv_test_poison_counter';
+    let poisoned: CreatedKey;
+    beforeAll(async () => {
+      poisoned = await newKey();
+      await ctx.db.read((m) =>
+        m.query(
+          ctx.kind === 'sqlite'
+            ? `CREATE TRIGGER ${trigger} BEFORE UPDATE OF reveal_count ON provider_keys WHEN NEW.id = '${poisoned.id}' BEGIN SELECT RAISE(ABORT, 'x'); END`
+            : `CREATE TRIGGER ${trigger} BEFORE UPDATE ON provider_keys FOR EACH ROW BEGIN IF NEW.id = '${poisoned.id}' AND NEW.reveal_count <> OLD.reveal_count THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'x'; END IF; END`,
+        ),
+      );
+    });
+    afterAll(() => ctx.db.read((m) => m.query(`DROP TRIGGER IF EXISTS ${trigger}`)));
+
+    it('rolls its whole transaction back, audit rows included, and leaves nothing open for the reveals that follow on the same connections', async () => {
+      const fine = await newKey();
+      // The audit INSERT runs before the counter UPDATE: if the failed transaction were not rolled back, its rows
+      // would commit with the next transaction on that connection.
+      for (let round = 0; round < 3; round++) {
+        const { settled, rowOf } = await together([
+          { who: owner, key: poisoned.id },
+          { who: owner, key: fine.id },
+        ]);
+        expect(settled.map((s) => s.status)).toEqual(['rejected', 'fulfilled']);
+        expect((settled[0] as PromiseRejectedResult).reason).toMatchObject({ code: 'unavailable' });
+        expect(rowOf(0)).toHaveLength(0);
+        expect(rowOf(1)).toHaveLength(1);
+      }
+      // Many more transactions on the step pool's connections: still no row of the failed reveals appears.
+      const { settled } = await together(Array.from({ length: 24 }, () => ({ who: owner, key: fine.id })));
+      expect(settled.every((s) => s.status === 'fulfilled')).toBe(true);
+      expect(await auditRows(ctx, { action: 'provider_key.reveal', keyId: poisoned.id })).toHaveLength(0);
+      expect((await storedKey(ctx, poisoned.id)).revealCount).toBe(0);
+      expect((await storedKey(ctx, fine.id)).revealCount).toBe(27);
+    });
+  });
+
+  if (dbKind() === 'mysql') {
+    it('refuses multi-statement queries on every connection but the two-step pool (it sends only its own statements)', async () => {
+      await expect(ctx.db.read((m) => m.query('SELECT 1; SELECT 2'))).rejects.toThrow(/syntax/i);
+      await expect(ctx.db.transaction((tx) => tx.query('SELECT 1; SELECT 2'))).rejects.toThrow(/syntax/i);
+    });
+  }
 
   describe('credential lookups that arrive together', () => {
     const client = { ip: '127.0.0.1', userAgent: 'pkv-tests (batch)', requestId: null };

@@ -1,5 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import type { Page } from '../../http/pagination';
+import type { Statement } from '../../db/database';
 import { AuditEventEntity } from './audit-event.entity';
 
 const INSERT_SQL =
@@ -20,11 +21,16 @@ export interface AuditFilter {
 export class AuditRepository {
   /** One plain parameterised INSERT for all the rows: every audited request pays for this, so no ORM insert builder. */
   async insert(tx: EntityManager, rows: AuditEventEntity[]): Promise<void> {
+    const { sql, params } = this.insertStatement(rows);
+    await tx.query(sql, params);
+  }
+
+  insertStatement(rows: AuditEventEntity[]): Statement {
     const params = rows.flatMap((e) => [
       e.id, e.seq, e.chainHash, e.rowMac, e.at.getTime(), e.action, e.outcome, e.actorId, e.actorUsername, e.actorRole, e.via,
       e.apiTokenId, e.keyId, e.projectId, e.ownerId, e.ip, e.userAgent, e.requestId, e.reason, e.detail,
     ]);
-    await tx.query(INSERT_SQL + rows.map(() => ROW).join(', '), params);
+    return { sql: INSERT_SQL + rows.map(() => ROW).join(', '), params };
   }
 
   /** Newest first, keyset-paginated on id; fetches one extra row to tell whether a next page exists. */

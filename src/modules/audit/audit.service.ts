@@ -1,5 +1,5 @@
 import type { EntityManager } from 'typeorm';
-import type { Database } from '../../db/database';
+import type { Database, Statement } from '../../db/database';
 import { afterCommit } from '../../db/hooks';
 import { ForbiddenError, UnavailableError } from '../../errors';
 import { newId } from '../../ids';
@@ -150,12 +150,20 @@ export class AuditService {
       // No audit row, no action: the whole transaction fails and the caller gets 503, never the result.
       throw new UnavailableError('The audit trail cannot be written right now', err);
     }
-    afterCommit(tx, () => {
-      for (const row of rows) {
-        const { seq: _s, ...event } = toAuditEvent(row);
-        this.logger.info('audit', { event: 'audit', audit: event });
-      }
-    });
+    afterCommit(tx, () => this.logCommitted(rows));
+  }
+
+  /** The statement that writes built rows, for a caller that sends it itself (Database.readThenWrite). */
+  insertStatement(rows: AuditEventEntity[]): Statement {
+    return this.repo.insertStatement(rows);
+  }
+
+  /** Ships committed rows to the log (never before their commit). */
+  logCommitted(rows: AuditEventEntity[]): void {
+    for (const row of rows) {
+      const { seq: _s, ...event } = toAuditEvent(row);
+      this.logger.info('audit', { event: 'audit', audit: event });
+    }
   }
 
   async list(actor: Actor, filter: AuditFilter, page: Page): Promise<PageResult<AuditEvent>> {

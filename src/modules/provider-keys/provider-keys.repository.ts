@@ -1,5 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import type { Page } from '../../http/pagination';
+import type { Statement } from '../../db/database';
 import { ProviderKeyEntity } from './provider-key.entity';
 
 type RawKey = Record<string, unknown>;
@@ -60,11 +61,12 @@ export class ProviderKeysRepository {
     return rows[0] ? fromRaw(rows[0]) : null;
   }
 
-  /** Several rows by id in one statement (a batch of reveals); with `forUpdate`, locked in key order until commit on MySQL. */
-  async findByIds(m: EntityManager, ids: string[], forUpdate = false): Promise<Map<string, ProviderKeyEntity>> {
-    if (ids.length === 0) return new Map();
-    const lock = forUpdate && m.connection.options.type === 'mysql' ? ' FOR UPDATE' : '';
-    const rows: RawKey[] = await m.query(`SELECT * FROM provider_keys WHERE id IN (${ids.map(() => '?').join(', ')})${lock}`, ids);
+  /** Several rows by id in one statement (a batch of reveals), read with `keysOf`. */
+  byIdsStatement(ids: string[]): Statement {
+    return { sql: `SELECT * FROM provider_keys WHERE ${ids.length ? `id IN (${ids.map(() => '?').join(', ')})` : '1 = 0'}`, params: ids };
+  }
+
+  keysOf(rows: RawKey[]): Map<string, ProviderKeyEntity> {
     return new Map(rows.map((r) => [String(r.id), fromRaw(r)]));
   }
 
@@ -104,15 +106,13 @@ export class ProviderKeysRepository {
    * Counts exactly under concurrency: the increments (reveals per key id) happen in the database, on the locked rows,
    * in one statement for the whole batch.
    */
-  async recordReveals(tx: EntityManager, counts: Map<string, number>, at: Date): Promise<void> {
-    if (counts.size === 0) return;
+  revealCountsStatement(counts: Map<string, number>, at: Date): Statement {
     const ids = [...counts.keys()];
     const increment = ids.length === 1 ? '?' : `CASE id ${ids.map(() => 'WHEN ? THEN ?').join(' ')} END`;
     const params = ids.length === 1 ? [counts.get(ids[0])] : ids.flatMap((id) => [id, counts.get(id)]);
-    await tx.query(`UPDATE provider_keys SET reveal_count = reveal_count + ${increment}, last_revealed_at = ? WHERE id IN (${ids.map(() => '?').join(', ')})`, [
-      ...params,
-      at.getTime(),
-      ...ids,
-    ]);
+    return {
+      sql: `UPDATE provider_keys SET reveal_count = reveal_count + ${increment}, last_revealed_at = ? WHERE id IN (${ids.map(() => '?').join(', ')})`,
+      params: [...params, at.getTime(), ...ids],
+    };
   }
 }

@@ -12,6 +12,7 @@ import {
   NotFoundError,
   PayloadTooLargeError,
   RateLimitedError,
+  UnavailableError,
   ValidationError,
 } from '../../errors';
 import { TurnBatcher } from '../../batcher';
@@ -57,8 +58,11 @@ interface RevealRequest {
   actor: Actor;
   id: string;
   reason: string | undefined;
-  /** Refused by a rate limit before reaching the key: still audited, in the same batch. */
-  limited?: RateLimitedError;
+  /**
+   * The rate limits' answer, being fetched while the batch reads its keys: a refusal (audited, in the same batch),
+   * an error of the limiter store (the reveal fails unaudited, as it would have before reaching the key), or nothing.
+   */
+  allowance: Promise<AppError | undefined>;
 }
 
 type RevealDone = { key: ProviderKeyEntity; opened: Buffer; at: Date; error?: undefined } | { error: AppError; key?: undefined; opened?: undefined; at?: undefined };
@@ -301,8 +305,11 @@ export class ProviderKeysService {
    * together share that transaction (see revealBatch).
    */
   async reveal(actor: Actor, id: string, reason: string | undefined): Promise<Revealed> {
-    const limited = await this.spendRevealAllowance(actor);
-    const done = await this.reveals.submit({ actor, id, reason, limited });
+    const allowance = this.spendRevealAllowance(actor).then(
+      (refusal) => refusal,
+      (err: unknown) => (err instanceof AppError ? err : new UnavailableError('Rate-limit state is unavailable', err)),
+    );
+    const done = await this.reveals.submit({ actor, id, reason, allowance });
     if (done.error) throw done.error;
     const secret = done.opened.toString('utf8');
     done.opened.fill(0);
@@ -342,19 +349,22 @@ export class ProviderKeysService {
     const now = new Date();
     const opened: Buffer[] = [];
     const zero = () => opened.splice(0).forEach((b) => b.fill(0));
+    const ids = [...new Set(reqs.map((r) => r.id))].sort();
+    let rows: AuditEventEntity[] = [];
     try {
-      return await this.db.transaction(async (tx) => {
-        zero(); // a deadlock retry runs this again
-        const ids = [...new Set(reqs.filter((r) => !r.limited).map((r) => r.id))].sort();
-        const keys = await this.keys.findByIds(tx, ids, true);
-        const rows: AuditEventEntity[] = [];
+      const done = await this.db.readThenWrite(this.keys.byIdsStatement(ids), Promise.all(reqs.map((r) => r.allowance)), (found, allowances) => {
+        zero(); // a deadlock retry decides again
+        const keys = this.keys.keysOf(found);
+        rows = [];
         const counts = new Map<string, number>();
-        const done = reqs.map((r): RevealDone => {
+        const answers = reqs.map((r, i): RevealDone => {
           const refuse = (outcome: AuditOutcome, error: AppError, where: AuditTarget, why?: string) => {
             rows.push(this.audit.build(r.actor, 'provider_key.reveal', outcome, where, { reason: r.reason, ...(why ? { detail: { why } } : {}) }));
             return { error };
           };
-          if (r.limited) return refuse('rate_limited', r.limited, { keyId: r.id });
+          const limited = allowances[i];
+          if (limited instanceof RateLimitedError) return refuse('rate_limited', limited, { keyId: r.id });
+          if (limited) return { error: limited };
           const key = keys.get(r.id);
           if (!key || key.status === 'deleted') return refuse('denied', new NotFoundError('No such key'), key ? target(key) : { keyId: r.id }, key ? 'key_deleted' : 'not_found');
           const decision = decideReveal(r.actor, key, r.reason, now);
@@ -371,13 +381,17 @@ export class ProviderKeysService {
           counts.set(key.id, (counts.get(key.id) ?? 0) + 1);
           return { key, opened: secret, at: now };
         });
-        await this.audit.recordAll(tx, rows);
-        await this.keys.recordReveals(tx, counts, now);
-        return done;
+        const writes = [];
+        if (rows.length > 0) writes.push(this.audit.insertStatement(rows));
+        if (counts.size > 0) writes.push(this.keys.revealCountsStatement(counts, now));
+        return { writes, result: answers };
       });
+      this.audit.logCommitted(rows);
+      return done;
     } catch (err) {
       zero();
-      throw err;
+      // No audit row, no reveal: the caller gets 503, never the secret.
+      throw err instanceof AppError ? err : new UnavailableError('The audit trail cannot be written right now', err);
     }
   }
 
