@@ -1,0 +1,51 @@
+import crypto from 'node:crypto';
+import jwt from 'jsonwebtoken';
+import { SessionTokens } from '../../src/modules/auth/sessions';
+
+/** Session JWT verification, including the remembered verifications: a token verified once is not trusted longer. */
+describe('SessionTokens.verify', () => {
+  const secret = crypto.randomBytes(48);
+  afterEach(() => jest.restoreAllMocks());
+
+  it('accepts its own token again and again, and stops accepting it once it expires, though it was verified before', () => {
+    const tokens = new SessionTokens(secret, 60);
+    const { token } = tokens.issue('user-1', 3);
+    const first = tokens.verify(token);
+    expect(first).toMatchObject({ sub: 'user-1', ep: 3 });
+    expect(tokens.verify(token)).toEqual(first);
+    expect(Object.isFrozen(tokens.verify(token))).toBe(true);
+
+    const now = Date.now();
+    jest.spyOn(Date, 'now').mockReturnValue(now + 61_000); // past exp, within the 2 s tolerance
+    expect(tokens.verify(token)).toBeDefined();
+    jest.spyOn(Date, 'now').mockReturnValue(now + 63_000); // past exp + tolerance
+    expect(tokens.verify(token)).toBeUndefined();
+    expect(tokens.verify(token)).toBeUndefined();
+  });
+
+  it('refuses, and never remembers, a token with a changed byte, a foreign key, another algorithm or another audience', () => {
+    const tokens = new SessionTokens(secret, 60);
+    const { token } = tokens.issue('user-1', 0);
+    expect(tokens.verify(token)).toBeDefined();
+    const [h, p, sig] = token.split('.');
+    const flipped = `${h}.${p}.${sig.slice(0, -2)}${sig.slice(-2) === 'AA' ? 'AB' : 'AA'}`;
+    const forged = [
+      flipped,
+      new SessionTokens(crypto.randomBytes(48), 60).issue('user-1', 0).token,
+      jwt.sign({ ep: 0 }, secret, { algorithm: 'HS512', subject: 'user-1', jwtid: 'j', issuer: 'provider-key-vault', audience: 'pkv-api', expiresIn: 60 }),
+      jwt.sign({ ep: 0 }, secret, { algorithm: 'HS256', subject: 'user-1', jwtid: 'j', issuer: 'provider-key-vault', audience: 'other', expiresIn: 60 }),
+    ];
+    for (const t of forged) {
+      expect(tokens.verify(t)).toBeUndefined();
+      expect(tokens.verify(t)).toBeUndefined();
+    }
+  });
+
+  it('remembers a bounded number of tokens and still verifies the ones it forgot', () => {
+    const tokens = new SessionTokens(secret, 60);
+    const issued = Array.from({ length: 1200 }, (_, i) => tokens.issue(`user-${i}`, 0).token);
+    for (const t of issued) expect(tokens.verify(t)).toBeDefined();
+    expect((tokens as unknown as { verified: Map<string, unknown> }).verified.size).toBe(1000);
+    expect(tokens.verify(issued[0])).toMatchObject({ sub: 'user-0' });
+  });
+});
