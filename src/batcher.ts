@@ -15,9 +15,6 @@ interface Entry<I, O> {
  */
 export class TurnBatcher<I, O> {
   private pending: Array<Entry<I, O>> = [];
-  /** Batches flushed and items carried, for tests and diagnostics. */
-  batches = 0;
-  items = 0;
 
   constructor(
     private readonly flush: (items: I[]) => Promise<Array<Settled<O>>>,
@@ -38,8 +35,6 @@ export class TurnBatcher<I, O> {
   }
 
   private async run(batch: Array<Entry<I, O>>): Promise<void> {
-    this.batches++;
-    this.items += batch.length;
     let outcomes: Array<Settled<O>>;
     try {
       outcomes = await this.flush(batch.map((e) => e.item));

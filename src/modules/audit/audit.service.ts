@@ -102,11 +102,17 @@ export class AuditService {
     extra: { reason?: string | null; detail?: Record<string, unknown> } = {},
   ): Promise<AuditEventEntity> {
     const row = this.build(who, action, outcome, target, extra);
-    await this.recordAll(tx, [row]);
+    try {
+      await this.repo.insert(tx, [row]);
+    } catch (err) {
+      // No audit row, no action: the whole transaction fails and the caller gets 503, never the result.
+      throw new UnavailableError('The audit trail cannot be written right now', err);
+    }
+    afterCommit(tx, () => this.logCommitted([row]));
     return row;
   }
 
-  /** One audit row, sealed with its row MAC, not yet written: `recordAll` writes a batch of them at once. */
+  /** One audit row, sealed with its row MAC, not yet written (a batch of reveals writes its rows in one statement). */
   build(
     who: Actor | Anonymous,
     action: AuditAction,
@@ -139,18 +145,6 @@ export class AuditService {
     });
     row.rowMac = this.chain.macOf(row);
     return row;
-  }
-
-  /** Writes built rows in the caller's transaction (one statement); each is logged once the transaction commits. */
-  async recordAll(tx: EntityManager, rows: AuditEventEntity[]): Promise<void> {
-    if (rows.length === 0) return;
-    try {
-      await this.repo.insert(tx, rows);
-    } catch (err) {
-      // No audit row, no action: the whole transaction fails and the caller gets 503, never the result.
-      throw new UnavailableError('The audit trail cannot be written right now', err);
-    }
-    afterCommit(tx, () => this.logCommitted(rows));
   }
 
   /** The statement that writes built rows, for a caller that sends it itself (Database.readThenWrite). */
