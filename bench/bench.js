@@ -129,11 +129,14 @@ function startProcess(args, env, readyPattern) {
   });
 }
 
-/** RSS of the node process (under taskset the pid is node itself: taskset execs). */
-function rssMb(pid) {
+/** Resident (VmRSS) or peak resident (VmHWM) MB of the node process (under taskset the pid is node itself: taskset execs). */
+function rssMb(pid, field = 'VmRSS') {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)[1]) / 1024;
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)[1]) / 1024;
 }
+
+/** Seconds the server is left idle before its RSS is read: it gives back the heap grown under load after 1 s idle. */
+const SETTLE_SECONDS = 3;
 
 function stop(child) {
   return new Promise((resolve) => {
@@ -221,8 +224,11 @@ async function main() {
       setupRequest: (req) => ({ ...req, path: '/api/v1/provider-keys', body: JSON.stringify({ ownerId: seeded.ownerId, projectId: seeded.projectId, name: 'bench paste', provider: 'openai', secret: `sk-paste-${crypto.randomBytes(24).toString('base64url')}` }) }),
     };
     results.points.push({ group: 'create', ...(await point('create (paste)', srv.url, 16, create)) });
+    results.serverRssAtEndOfLoadMb = rssMb(srv.pid);
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_SECONDS * 1000));
     results.serverRssMb = rssMb(srv.pid);
-    log(`  server RSS after the run: ${results.serverRssMb.toFixed(0)} MB`);
+    results.serverPeakRssMb = rssMb(srv.pid, 'VmHWM');
+    log(`  server RSS: ${results.serverRssAtEndOfLoadMb.toFixed(0)} MB at the end of the load, ${results.serverRssMb.toFixed(0)} MB after ${SETTLE_SECONDS} s idle (peak ${results.serverPeakRssMb.toFixed(0)} MB)`);
     await stop(srv.child);
 
     log('keyring rotate');
@@ -256,7 +262,7 @@ async function main() {
   for (const p of results.points) console.log(`| ${p.name} | ${p.connections} | ${p.rps.toFixed(0)} | ${Number(p.p50).toFixed(1)} | ${Number(p.p99).toFixed(1)} |`);
   console.log(`\nheadline: reveal ÷ bare-HTTP baseline at 16 connections = ${r16.revealSessionOverBareHttp.toFixed(2)} (session), ${r16.revealApiTokenOverBareHttp.toFixed(2)} (API token); reveal ÷ in-process = ${r16.revealSessionOverInProcess.toFixed(2)}`);
   console.log(`at 1 connection: ${results.ratios.c1.revealSessionOverBareHttp.toFixed(2)} (session), ${results.ratios.c1.revealApiTokenOverBareHttp.toFixed(2)} (API token)`);
-  console.log(`keyring rotate: ${results.rotate.keysPerSecond.toFixed(0)} data keys/s at ${results.keys} keys; server RSS ${results.serverRssMb.toFixed(0)} MB`);
+  console.log(`keyring rotate: ${results.rotate.keysPerSecond.toFixed(0)} data keys/s at ${results.keys} keys; server RSS ${results.serverRssMb.toFixed(0)} MB after ${SETTLE_SECONDS} s idle (${results.serverRssAtEndOfLoadMb.toFixed(0)} MB at the end of the load, peak ${results.serverPeakRssMb.toFixed(0)} MB)`);
   console.log('written: bench/results/latest.json');
 }
 

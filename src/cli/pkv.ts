@@ -11,6 +11,7 @@ import { createLogger, Logger } from '../logger';
 import { openDatabase } from '../db/database';
 import { buildContainer, Container } from '../container';
 import { openMigrated, start, StartupError, TlsMaterial } from '../main';
+import { trimWhenIdle } from '../idle-trim';
 import { Keyring, KeyringMismatchError } from '../crypto/keyring';
 import { ensureSelfSigned } from '../crypto/self-signed';
 import { AppError } from '../errors';
@@ -127,11 +128,16 @@ export function buildProgram(): Command {
         console.log(`\nFirst admin created. Username: admin  Password: ${running.bootstrapPassword}\nThis password is shown once; change it after signing in (POST /api/v1/auth/password).\n`);
       }
       console.log(`provider-key-vault listening on ${running.url}`);
+      const mb = (bytes: number) => Math.round(bytes / 2 ** 20);
+      const trim = trimWhenIdle(running.server, {
+        onTrim: (t) => logger.debug('gave back the heap grown under load', { event: 'server.heap_trimmed', heapBeforeMb: mb(t.heapBefore), heapAfterMb: mb(t.heapAfter), pauseMs: Math.round(t.pauseMs) }),
+      });
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
         logger.info('shutting down', { event: 'server.stopping', signal });
+        trim.stop();
         running.close().then(
           () => process.exit(0),
           () => process.exit(1),
