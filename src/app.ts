@@ -1,5 +1,5 @@
+import type { RequestListener } from 'node:http';
 import express from 'express';
-import helmet from 'helmet';
 import cookieParser from 'cookie-parser';
 import { consoleRoutes } from './http/console';
 import type { Container } from './container';
@@ -8,6 +8,9 @@ import { authenticate } from './http/authenticate';
 import { errorHandler, notFoundRoute } from './http/error-handler';
 import { requestId } from './http/request-id';
 import { jsonBody } from './http/json-body';
+import { API_BODY_LIMIT, API_HEADERS } from './http/api-headers';
+import { withFastLane } from './http/fast-lane';
+import { securityHeaders } from './http/security-headers';
 import { authRoutes } from './modules/auth/auth.routes';
 import { usersRoutes } from './modules/users/users.routes';
 import { projectsRoutes } from './modules/projects/projects.routes';
@@ -30,27 +33,7 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
   if (c.config.trustProxy !== undefined) app.set('trust proxy', c.config.trustProxy);
 
   app.use(requestId);
-  app.use(
-    helmet({
-      contentSecurityPolicy: {
-        useDefaults: false,
-        // Strict: no inline script or style, nothing from elsewhere (the console ships every byte itself).
-        directives: {
-          'default-src': ["'self'"],
-          'script-src': ["'self'"],
-          'style-src': ["'self'"],
-          'img-src': ["'self'", 'data:'],
-          'font-src': ["'self'"],
-          'connect-src': ["'self'"],
-          'object-src': ["'none'"],
-          'base-uri': ["'none'"],
-          'form-action': ["'self'"],
-          'frame-ancestors': ["'none'"],
-        },
-      },
-      frameguard: { action: 'deny' },
-    }),
-  );
+  app.use(securityHeaders);
   app.use(accessLog(c.logger));
 
   const health = express.Router();
@@ -72,12 +55,12 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
   const api = express.Router();
   // First, so that body-parser refusals (400, 413) are no-store too.
   api.use((_req, res, next) => {
-    res.setHeader('Cache-Control', 'no-store');
+    for (const [name, value] of API_HEADERS) res.setHeader(name, value);
     next();
   });
   api.use(health);
   api.use(cookieParser());
-  api.use(jsonBody('64kb'));
+  api.use(jsonBody(API_BODY_LIMIT));
   const auth = authenticate(c.auth, c.apiTokens);
   api.use('/auth', routeBase, authRoutes(c.auth, auth));
   api.use('/users', routeBase, auth, usersRoutes(c.users));
@@ -91,4 +74,9 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
   app.use(notFoundRoute);
   app.use(errorHandler(c.logger));
   return app;
+}
+
+/** What the server listens with: the express app behind the reveal's fast lane (src/http/fast-lane.ts). */
+export function createHandler(c: Container, state: AppState = { ready: true }): RequestListener {
+  return withFastLane(createApp(c, state), c);
 }

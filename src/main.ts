@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import type { Config } from './config';
 import { openDatabase, Database } from './db/database';
 import { buildContainer, Container } from './container';
-import { createApp, AppState } from './app';
+import { createHandler, AppState } from './app';
 import type { Logger } from './logger';
 import { cliActor } from './modules/auth/actor';
 
@@ -83,7 +83,7 @@ export async function start(config: Config, logger: Logger, opts: { tls?: TlsMat
   const prune = setInterval(() => void container.auth.pruneRevokedSessions().catch(() => undefined), 10 * 60 * 1000);
   prune.unref();
 
-  const app = createApp(container, state);
+  const app = createHandler(container, state);
   let server!: http.Server; // assigned first thing in the try below
   let bootstrapPassword: string | undefined;
   try {

@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Request, RequestHandler, Response } from 'express';
 import { ForbiddenError, UnauthorizedError } from '../errors';
 import type { Actor } from '../modules/auth/actor';
@@ -20,34 +21,49 @@ export function clientOf(req: Request, res: Response): ClientInfo {
 }
 
 /** The credential from `Authorization: Bearer …` or `X-API-Key: pkv_…`; two different ones at once are refused. */
-function credentialOf(req: Request): string | undefined {
-  const header = req.get('authorization');
+function credentialOf(headers: IncomingHttpHeaders): string | undefined {
+  const header = headers.authorization;
   const bearer = header === undefined ? undefined : /^Bearer +([^\s]+) *$/i.exec(header)?.[1];
   if (header !== undefined && bearer === undefined) throw new UnauthorizedError();
-  const apiKey = req.get('x-api-key')?.trim();
+  const rawApiKey = headers['x-api-key'];
+  const apiKey = (Array.isArray(rawApiKey) ? rawApiKey.join(', ') : rawApiKey)?.trim();
   // X-API-Key carries the vault's own tokens only; a session JWT belongs in Authorization.
   if (apiKey !== undefined && !apiKey.startsWith('pkv_')) throw new UnauthorizedError();
   if (bearer && apiKey && bearer !== apiKey) throw new UnauthorizedError();
   return bearer ?? apiKey;
 }
 
-/** Resolves the caller into res.locals.actor, or answers 401 with one message for every kind of bad credential. */
+export interface Credentials {
+  headers: IncomingHttpHeaders;
+  /** The session cookie's value, if the request carried one. */
+  cookie: string | undefined;
+  method: string | undefined;
+  client: ClientInfo;
+}
+
+/** The caller, or 401 with one message for every kind of bad credential (403 for a cookie without its CSRF token). */
+export async function resolveActor(sessions: CredentialVerifier, apiTokens: ApiTokenVerifier, req: Credentials): Promise<Actor> {
+  const header = credentialOf(req.headers);
+  const cookie = header ? undefined : req.cookie;
+  const credential = header ?? cookie;
+  if (!credential || credential.length > 4096) throw new UnauthorizedError();
+  const actor = cookie
+    ? await sessions.authenticateSession(cookie, req.client, true)
+    : credential.startsWith('pkv_')
+      ? await apiTokens.authenticate(credential, req.client)
+      : await sessions.authenticateSession(credential, req.client);
+  if (cookie && !SAFE_METHODS.has(req.method ?? '')) {
+    const csrf = req.headers['x-csrf-token'];
+    if (!sessions.checkCsrf(actor, Array.isArray(csrf) ? csrf.join(', ') : csrf)) throw new ForbiddenError('Missing or wrong CSRF token');
+  }
+  return actor;
+}
+
+/** Resolves the caller into res.locals.actor. */
 export function authenticate(sessions: CredentialVerifier, apiTokens: ApiTokenVerifier): RequestHandler {
   return async (req, res, next) => {
-    const header = credentialOf(req);
-    const cookie = header ? undefined : (req.cookies as Record<string, string> | undefined)?.[SESSION_COOKIE];
-    const credential = header ?? cookie;
-    if (!credential || credential.length > 4096) throw new UnauthorizedError();
-    const client = clientOf(req, res);
-    const actor = cookie
-      ? await sessions.authenticateSession(cookie, client, true)
-      : credential.startsWith('pkv_')
-        ? await apiTokens.authenticate(credential, client)
-        : await sessions.authenticateSession(credential, client);
-    if (cookie && !SAFE_METHODS.has(req.method) && !sessions.checkCsrf(actor, req.get('x-csrf-token'))) {
-      throw new ForbiddenError('Missing or wrong CSRF token');
-    }
-    res.locals.actor = actor;
+    const cookie = (req.cookies as Record<string, string> | undefined)?.[SESSION_COOKIE];
+    res.locals.actor = await resolveActor(sessions, apiTokens, { headers: req.headers, cookie, method: req.method, client: clientOf(req, res) });
     next();
   };
 }

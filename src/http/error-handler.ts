@@ -38,32 +38,44 @@ function normalize(err: unknown): AppError | undefined {
   return undefined;
 }
 
+export interface ErrorAnswer {
+  status: number;
+  headers: Array<[string, string]>;
+  body: { error: { code: string; message: string; requestId: string; details: unknown[] } };
+}
+
 /** The one place errors become HTTP statuses. Public message only; causes go to the log, without values. */
+export function answerError(logger: Logger, err: unknown, requestId: string, method: string | undefined): ErrorAnswer {
+  const known = normalize(err);
+  const status = known ? STATUS[known.code] ?? 500 : 500;
+  if (!known || known instanceof IntegrityError || known instanceof UnavailableError) {
+    const cause = known ? known.cause : err;
+    logger.error('request failed', {
+      event: 'request.error',
+      code: known?.code ?? 'internal',
+      errorName: (cause as Error | undefined)?.name,
+      errorCode: (cause as { code?: string } | undefined)?.code,
+      // Driver messages can quote bound values (a duplicate entry names the value): log them only for our own errors.
+      errorMessage: cause instanceof AppError ? cause.message : undefined,
+      method,
+    });
+  }
+  const headers: Array<[string, string]> = [];
+  if (known instanceof RateLimitedError) headers.push(['Retry-After', String(known.retryAfterSeconds)]);
+  if (status === 401) headers.push(['WWW-Authenticate', 'Bearer realm="pkv"']);
+  const message = known && !(known instanceof IntegrityError) ? known.message : 'Internal error';
+  return { status, headers, body: { error: { code: known?.code ?? 'internal', message, requestId, details: known?.details ?? [] } } };
+}
+
 export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
-    const requestId = String(res.locals.requestId ?? '');
-    const known = normalize(err);
-    const status = known ? STATUS[known.code] ?? 500 : 500;
-    if (!known || known instanceof IntegrityError || known instanceof UnavailableError) {
-      const cause = known ? known.cause : err;
-      logger.error('request failed', {
-        event: 'request.error',
-        code: known?.code ?? 'internal',
-        errorName: (cause as Error | undefined)?.name,
-        errorCode: (cause as { code?: string } | undefined)?.code,
-        // Driver messages can quote bound values (a duplicate entry names the value): log them only for our own errors.
-        errorMessage: cause instanceof AppError ? cause.message : undefined,
-        method: req.method,
-      });
-    }
+    const answer = answerError(logger, err, String(res.locals.requestId ?? ''), req.method);
     if (res.headersSent) {
       res.destroy();
       return;
     }
-    if (known instanceof RateLimitedError) res.setHeader('Retry-After', String(known.retryAfterSeconds));
-    if (status === 401) res.setHeader('WWW-Authenticate', 'Bearer realm="pkv"');
-    const message = known && !(known instanceof IntegrityError) ? known.message : 'Internal error';
-    res.status(status).json({ error: { code: known?.code ?? 'internal', message, requestId, details: known?.details ?? [] } });
+    for (const [name, value] of answer.headers) res.setHeader(name, value);
+    res.status(answer.status).json(answer.body);
   };
 }
 

@@ -129,7 +129,7 @@ describe('hostile input', () => {
 
   beforeAll(async () => {
     ctx = await createTestContext({ PKV_LOGIN_RATE_LIMIT: '1000', PKV_REVEAL_RATE_LIMIT: '100000', PKV_LOG_LEVEL: 'info' });
-    srv = await listen(ctx.app);
+    srv = await listen(ctx.handler);
     admin = await ctx.user('admin');
     member = await ctx.user('member');
     target = await ctx.user('member');

@@ -3,13 +3,14 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import mysql from 'mysql2/promise';
 import request from 'supertest';
 import type { Express } from 'express';
 import { loadConfig, Config } from '../../src/config';
 import { openDatabase, Database } from '../../src/db/database';
 import { buildContainer, Container } from '../../src/container';
-import { createApp } from '../../src/app';
+import { createApp, createHandler } from '../../src/app';
 import { CaptureTransport, createLogger } from '../../src/logger';
 import { cliActor } from '../../src/modules/auth/actor';
 import type { Role } from '../../src/modules/users/user.entity';
@@ -86,6 +87,8 @@ export interface TestContext {
   db: Database;
   container: Container;
   app: Express;
+  /** What the server listens with (express behind the reveal's fast lane), tapped for the leak check. */
+  handler: (req: IncomingMessage, res: ServerResponse) => void;
   capture: CaptureTransport;
   http(): ReturnType<typeof request>;
   /** Creates a user through the service (as the CLI would) and signs in through the API. */
@@ -113,7 +116,8 @@ export async function createTestContext(overrides: Record<string, string | undef
   const container = await buildContainer(config, logger, db);
   const app = createApp(container);
   const secrets = new SuiteSecrets();
-  const handler = secrets.tap(app);
+  // What the server listens with: express behind the reveal's fast lane.
+  const handler = secrets.tap(createHandler(container));
   const http = () => request(handler);
 
   const login = async (username: string, password: string) => {
@@ -139,6 +143,7 @@ export async function createTestContext(overrides: Record<string, string | undef
     db,
     container,
     app,
+    handler,
     capture,
     http,
     user,

@@ -2,8 +2,22 @@ import { Router } from 'express';
 import { actorOf } from '../../http/authenticate';
 import { toPage } from '../../http/pagination';
 import { parse, parseId } from '../../http/validate';
-import type { ProviderKeysService } from './provider-keys.service';
+import type { Actor } from '../auth/actor';
+import type { ProviderKeysService, Revealed } from './provider-keys.service';
 import { createKeyBody, keyAuditQuery, listKeysQuery, replaceSecretBody, revealBody, updateKeyBody } from './provider-keys.schemas';
+
+/** Set on every answer of the reveal route, before anything can fail: nothing on the way may keep a copy. */
+export const REVEAL_HEADERS: ReadonlyArray<readonly [string, string]> = [
+  ['Cache-Control', 'no-store'],
+  ['Pragma', 'no-cache'],
+];
+
+/** The reveal route's work, shared by its express route and its fast lane (src/http/fast-lane.ts). */
+export function revealAnswer(keys: ProviderKeysService, actor: Actor, rawId: string, body: unknown): Promise<Revealed> {
+  const id = parseId(rawId);
+  const { reason } = parse(revealBody, body ?? {});
+  return keys.reveal(actor, id, reason || undefined);
+}
 
 export function providerKeysRoutes(keys: ProviderKeysService): Router {
   const r = Router();
@@ -37,11 +51,8 @@ export function providerKeysRoutes(keys: ProviderKeysService): Router {
   });
 
   r.post('/:id/reveal', async (req, res) => {
-    const id = parseId(req.params.id);
-    const { reason } = parse(revealBody, req.body ?? {});
-    res.setHeader('Cache-Control', 'no-store');
-    res.setHeader('Pragma', 'no-cache');
-    res.json(await keys.reveal(actorOf(res), id, reason || undefined));
+    for (const [name, value] of REVEAL_HEADERS) res.setHeader(name, value);
+    res.json(await revealAnswer(keys, actorOf(res), req.params.id, req.body));
   });
 
   r.get('/:id/audit-events', async (req, res) => {

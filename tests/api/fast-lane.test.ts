@@ -1,0 +1,207 @@
+import crypto from 'node:crypto';
+import express from 'express';
+import request, { Response } from 'supertest';
+import { withFastLane } from '../../src/http/fast-lane';
+import { SECURITY_HEADERS, securityHeadersMiddleware } from '../../src/http/security-headers';
+import { createTestContext, TestContext, TestUser } from '../support/test-app';
+import { createApiToken, createKey, createProject, CreatedKey } from '../support/factories';
+import { bearer, REFUSED_CREDENTIALS, refusedCredentials, RefusedCredentials } from '../support/auth-helpers';
+
+type Agent = ReturnType<typeof request>;
+type Case = { name: string; send: (agent: Agent) => request.Test };
+
+/** Headers that differ between any two answers (or belong to the connection), left out of the comparison. */
+const VOLATILE = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
+
+/**
+ * The fast lane serves POST /api/v1/provider-keys/:id/reveal outside express. Every request of the corpus below
+ * goes once down express alone and once down the fast lane, on one database: same status, same headers, same body,
+ * same audit row, same access line.
+ */
+describe('the reveal fast lane answers exactly as express does', () => {
+  let ctx: TestContext;
+  let admin: TestUser;
+  let owner: TestUser;
+  let other: TestUser;
+  let auditor: TestUser;
+  let key: CreatedKey;
+  let refused: RefusedCredentials;
+  let revealToken: { token: string; auth: { Authorization: string } };
+  let readToken: { token: string; auth: { Authorization: string } };
+
+  beforeAll(async () => {
+    ctx = await createTestContext({ PKV_REVEAL_RATE_LIMIT: '100000', PKV_LOG_LEVEL: 'info' });
+    admin = await ctx.user('admin');
+    owner = await ctx.user('member');
+    other = await ctx.user('member');
+    auditor = await ctx.user('auditor');
+    const project = await createProject(ctx, admin);
+    key = await createKey(ctx, admin, { ownerId: owner.id, projectId: project.id });
+    refused = await refusedCredentials(ctx, admin);
+    refused.secrets.forEach((s) => ctx.secrets.add('refused credential', s));
+    revealToken = await createApiToken(ctx, owner, ['provider-keys:reveal']);
+    readToken = await createApiToken(ctx, owner, ['provider-keys:read']);
+  });
+  afterAll(() => ctx?.close());
+
+  const path = (id = key.id) => `/api/v1/provider-keys/${id}/reveal`;
+  const post = (agent: Agent, id?: string) => agent.post(path(id));
+
+  const missing = crypto.randomUUID();
+  const cases = (): Case[] => [
+    { name: 'the owner, session, empty object', send: (a) => post(a).set(owner.auth).send({}) },
+    { name: 'the owner, session, no body at all', send: (a) => post(a).set(owner.auth) },
+    { name: 'the owner with a reason', send: (a) => post(a).set(owner.auth).send({ reason: 'rotating the gateway' }) },
+    { name: 'the owner, API token with the scope', send: (a) => post(a).set(revealToken.auth).send({}) },
+    { name: 'the owner, API token in X-API-Key', send: (a) => post(a).set({ 'X-API-Key': revealToken.token }).send({}) },
+    { name: 'the owner, API token without the scope', send: (a) => post(a).set(readToken.auth).send({}) },
+    { name: 'an admin without a reason', send: (a) => post(a).set(admin.auth).send({}) },
+    { name: 'an admin with a reason', send: (a) => post(a).set(admin.auth).send({ reason: 'incident 42' }) },
+    { name: 'another member', send: (a) => post(a).set(other.auth).send({}) },
+    { name: 'an auditor', send: (a) => post(a).set(auditor.auth).send({ reason: 'curious' }) },
+    { name: 'a key that does not exist', send: (a) => post(a, missing).set(owner.auth).send({}) },
+    { name: 'an id that is not an id', send: (a) => post(a, 'not-an-id').set(owner.auth).send({}) },
+    { name: 'an unknown field', send: (a) => post(a).set(owner.auth).send({ reason: 'x', extra: 1 }) },
+    { name: 'a reason of the wrong type', send: (a) => post(a).set(owner.auth).send({ reason: 42 }) },
+    { name: 'an over-long reason', send: (a) => post(a).set(admin.auth).send({ reason: 'r'.repeat(5000) }) },
+    { name: 'a JSON array', send: (a) => post(a).set(owner.auth).set('Content-Type', 'application/json').send('[]') },
+    { name: 'a JSON string at the top', send: (a) => post(a).set(owner.auth).set('Content-Type', 'application/json').send('"x"') },
+    { name: 'malformed JSON', send: (a) => post(a).set(owner.auth).set('Content-Type', 'application/json').send('{"reason":') },
+    { name: 'a repeated key', send: (a) => post(a).set(admin.auth).set('Content-Type', 'application/json').send('{"reason":"a","reason":"b"}') },
+    { name: 'an unpaired surrogate', send: (a) => post(a).set(admin.auth).set('Content-Type', 'application/json').send('{"reason":"\\ud800"}') },
+    { name: 'bytes that are not UTF-8', send: (a) => post(a).set(admin.auth).set('Content-Type', 'application/json').send(Buffer.from([0x7b, 0x22, 0x72, 0x22, 0x3a, 0x22, 0xff, 0x22, 0x7d])) },
+    { name: 'a text/plain body', send: (a) => post(a).set(owner.auth).set('Content-Type', 'text/plain').send('reason') },
+    { name: 'a form body', send: (a) => post(a).set(owner.auth).type('form').send({ reason: 'x' }) },
+    { name: 'a body over the limit', send: (a) => post(a).set(admin.auth).send({ reason: 'r'.repeat(70 * 1024) }) },
+    { name: 'an explicit UTF-8 charset', send: (a) => post(a).set(owner.auth).set('Content-Type', 'application/json; charset=utf-8').send('{}') },
+    { name: 'a Latin-1 charset', send: (a) => post(a).set(owner.auth).set('Content-Type', 'application/json; charset=iso-8859-1').send('{}') },
+    { name: 'an X-Request-Id to keep', send: (a) => post(a).set(owner.auth).set('X-Request-Id', `trace-${crypto.randomBytes(6).toString('hex')}`).send({}) },
+    { name: 'an X-Request-Id to replace', send: (a) => post(a).set(owner.auth).set('X-Request-Id', 'bad id!').send({}) },
+    ...REFUSED_CREDENTIALS.map((c): Case => ({ name: `refused: ${c}`, send: (a) => post(a).set(refused.headers[c]()).send({}) })),
+  ];
+
+  const headersOf = (res: Response) => Object.fromEntries(Object.entries(res.headers).filter(([k]) => !VOLATILE.has(k)));
+  const bodyOf = (res: Response) => {
+    const body = structuredClone(res.body) as { error?: { requestId?: string }; revealedAt?: string };
+    if (body.error?.requestId) body.error.requestId = '<id>';
+    if (body.revealedAt) body.revealedAt = '<time>';
+    return body;
+  };
+  const auditOf = async (res: Response) => {
+    const rows: Array<Record<string, unknown>> = await ctx.db.read((m) => m.query('SELECT action, outcome, actor_id, actor_role, via, key_id, owner_id, project_id, reason, detail, ip, user_agent FROM audit_events WHERE request_id = ?', [res.headers['x-request-id']]));
+    return rows;
+  };
+  const accessOf = (res: Response) =>
+    ctx.capture.lines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.event === 'http.access' && l.requestId === res.headers['x-request-id'])
+      .map(({ method, route, status, actorId }) => ({ method, route, status, actorId }));
+
+  it.each(cases().map((c) => [c.name, c] as const))('%s', async (_name, c) => {
+    const viaExpress = await c.send(request(ctx.app));
+    const viaFastLane = await c.send(ctx.http());
+    expect(viaFastLane.status).toBe(viaExpress.status);
+    expect(bodyOf(viaFastLane)).toEqual(bodyOf(viaExpress));
+    expect(headersOf(viaFastLane)).toEqual(headersOf(viaExpress));
+    const idKind = (res: Response) => (String(res.headers['x-request-id']).startsWith('trace-') ? 'kept' : /^[0-9a-f-]{36}$/.test(String(res.headers['x-request-id'])) ? 'fresh' : 'other');
+    expect(idKind(viaFastLane)).toBe(idKind(viaExpress));
+    expect(await auditOf(viaFastLane)).toEqual(await auditOf(viaExpress));
+    const line = accessOf(viaFastLane);
+    expect(line).toHaveLength(1);
+    expect(line).toEqual(accessOf(viaExpress));
+  });
+
+  it('covers answers of every kind: success, refusals, bad bodies and bad credentials', async () => {
+    const statuses = new Set<number>();
+    for (const c of cases()) statuses.add((await c.send(ctx.http())).status);
+    expect([...statuses].sort()).toEqual([200, 400, 401, 403, 404, 413]);
+  });
+
+  it('reveals the stored secret, once the audit row is committed', async () => {
+    const res = await post(ctx.http()).set(owner.auth).send({});
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ id: key.id, secret: key.secret, hint: key.hint, revealedAt: expect.any(String) });
+    expect(await auditOf(res)).toEqual([expect.objectContaining({ action: 'provider_key.reveal', outcome: 'success', actor_id: owner.id, key_id: key.id })]);
+  });
+
+  it('answers 429 with Retry-After as express does, once the allowance is spent', async () => {
+    const limited = await createTestContext({ PKV_REVEAL_RATE_LIMIT: '2' });
+    try {
+      const a = await limited.user('admin');
+      const o = await limited.user('member');
+      const k = await createKey(limited, a, { ownerId: o.id, projectId: (await createProject(limited, a)).id });
+      for (let i = 0; i < 2; i++) expect((await limited.http().post(`/api/v1/provider-keys/${k.id}/reveal`).set(o.auth).send({})).status).toBe(200);
+      const viaFastLane = await limited.http().post(`/api/v1/provider-keys/${k.id}/reveal`).set(o.auth).send({});
+      const viaExpress = await request(limited.app).post(`/api/v1/provider-keys/${k.id}/reveal`).set(o.auth).send({});
+      expect(viaFastLane.status).toBe(429);
+      expect(viaFastLane.headers['retry-after']).toMatch(/^\d+$/);
+      expect(bodyOf(viaFastLane)).toEqual(bodyOf(viaExpress));
+      expect(Object.keys(headersOf(viaFastLane)).sort()).toEqual(Object.keys(headersOf(viaExpress)).sort());
+      expect(await limited.db.read((m) => m.query("SELECT outcome FROM audit_events WHERE request_id = ?", [viaFastLane.headers['x-request-id']]))).toEqual([{ outcome: 'rate_limited' }]);
+    } finally {
+      await limited.close();
+    }
+  });
+});
+
+describe('which requests take the fast lane', () => {
+  let ctx: TestContext;
+  let owner: TestUser;
+  let key: CreatedKey;
+  /** Express stands in as a teapot: whatever the lane does not serve answers 418. */
+  let lane: Agent;
+
+  beforeAll(async () => {
+    ctx = await createTestContext({ PKV_REVEAL_RATE_LIMIT: '100000' });
+    const admin = await ctx.user('admin');
+    owner = await ctx.user('member');
+    key = await createKey(ctx, admin, { ownerId: owner.id, projectId: (await createProject(ctx, admin)).id });
+    const teapot = express();
+    teapot.use((_req, res) => {
+      res.status(418).end();
+    });
+    lane = request(withFastLane(teapot, ctx.container));
+  });
+  afterAll(() => ctx?.close());
+
+  it('serves the plain route with a header credential, whether session or API token', async () => {
+    expect((await lane.post(`/api/v1/provider-keys/${key.id}/reveal`).set(owner.auth).send({})).status).toBe(200);
+    const token = await createApiToken(ctx, owner, ['provider-keys:reveal']);
+    expect((await lane.post(`/api/v1/provider-keys/${key.id}/reveal`).set({ 'X-API-Key': token.token })).status).toBe(200);
+    expect((await lane.post(`/api/v1/provider-keys/${key.id}/reveal`)).status).toBe(401);
+  });
+
+  it.each([
+    ['a cookie session (CSRF is checked in express)', (a: Agent) => a.post(`/api/v1/provider-keys/${key.id}/reveal`).set(owner.auth).set('Cookie', 'pkv_session=x')],
+    ['another method', (a: Agent) => a.get(`/api/v1/provider-keys/${key.id}/reveal`).set(owner.auth)],
+    ['a query string', (a: Agent) => a.post(`/api/v1/provider-keys/${key.id}/reveal?x=1`).set(owner.auth)],
+    ['a trailing slash', (a: Agent) => a.post(`/api/v1/provider-keys/${key.id}/reveal/`).set(owner.auth)],
+    ['another case', (a: Agent) => a.post(`/API/v1/provider-keys/${key.id}/reveal`).set(owner.auth)],
+    ['a percent-encoded id', (a: Agent) => a.post(`/api/v1/provider-keys/${encodeURIComponent(`${key.id}/x`)}/reveal`).set(owner.auth)],
+    ['another route', (a: Agent) => a.post(`/api/v1/provider-keys/${key.id}/secret`).set(owner.auth)],
+    ['the key itself', (a: Agent) => a.get(`/api/v1/provider-keys/${key.id}`).set(owner.auth)],
+  ])('leaves %s to express', async (_name, send) => {
+    expect((await send(lane)).status).toBe(418);
+  });
+
+  it('answers with bearer credentials of one request, not of another', async () => {
+    const res = await lane.post(`/api/v1/provider-keys/${key.id}/reveal`).set(bearer(`${owner.token}x`)).send({});
+    expect(res.status).toBe(401);
+    expect(res.body.error.code).toBe('unauthorized');
+  });
+});
+
+describe('security headers', () => {
+  it('are what helmet itself sets, on express and fast-lane answers alike', async () => {
+    const live = express();
+    live.use(securityHeadersMiddleware);
+    live.get('/', (_req, res) => {
+      res.end();
+    });
+    const res = await request(live).get('/');
+    const fromHelmet = Object.fromEntries(Object.entries(res.headers).filter(([k]) => !['date', 'connection', 'keep-alive', 'content-length', 'x-powered-by'].includes(k)));
+    expect(Object.fromEntries(SECURITY_HEADERS.map(([k, v]) => [k.toLowerCase(), v]))).toEqual(fromHelmet);
+    expect(fromHelmet['content-security-policy']).toContain("default-src 'self'");
+    expect(fromHelmet['x-frame-options']).toBe('DENY');
+  });
+});
