@@ -52,6 +52,8 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
   });
   app.use(health);
 
+  // The reveal's fast lane (src/http/fast-lane.ts) runs the same parts as this stack, in this order, without express:
+  // a middleware added here or above must be added there too (tests/api/fast-lane.test.ts lists this stack).
   const api = express.Router();
   // First, so that body-parser refusals (400, 413) are no-store too.
   api.use((_req, res, next) => {

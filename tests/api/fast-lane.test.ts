@@ -44,6 +44,8 @@ describe('the reveal fast lane answers exactly as express does', () => {
   });
   afterAll(() => ctx?.close());
 
+  /** Express without the fast lane, behind the same leak-check tap as ctx.http(). */
+  const expressAlone = () => request(ctx.secrets.tap(ctx.app));
   const path = (id = key.id) => `/api/v1/provider-keys/${id}/reveal`;
   const post = (agent: Agent, id?: string) => agent.post(path(id));
 
@@ -98,7 +100,7 @@ describe('the reveal fast lane answers exactly as express does', () => {
       .map(({ method, route, status, actorId }) => ({ method, route, status, actorId }));
 
   it.each(cases().map((c) => [c.name, c] as const))('%s', async (_name, c) => {
-    const viaExpress = await c.send(request(ctx.app));
+    const viaExpress = await c.send(expressAlone());
     const viaFastLane = await c.send(ctx.http());
     expect(viaFastLane.status).toBe(viaExpress.status);
     expect(bodyOf(viaFastLane)).toEqual(bodyOf(viaExpress));
@@ -109,6 +111,32 @@ describe('the reveal fast lane answers exactly as express does', () => {
     const line = accessOf(viaFastLane);
     expect(line).toHaveLength(1);
     expect(line).toEqual(accessOf(viaExpress));
+  });
+
+  it('mirrors the express middleware on the reveal route: one added there must be added to the fast lane too', () => {
+    type Layer = { name: string; rawPath?: string; route?: unknown; handle: { stack?: Layer[] } };
+    /** The middleware express runs for a path, in order (routes and routers mounted elsewhere left out). */
+    const onPath = (stack: Layer[], path: string): string[] =>
+      stack.flatMap((l) => {
+        const mount = l.rawPath ?? '/';
+        if (l.route || !(mount === '/' || path === mount || path.startsWith(`${mount}/`))) return [];
+        return l.handle.stack ? onPath(l.handle.stack, mount === '/' ? path : path.slice(mount.length)) : [l.name];
+      });
+    const app = ctx.app as unknown as { router: { stack: Layer[] } };
+    expect(onPath(app.router.stack, `/api/v1/provider-keys/${key.id}/reveal`)).toEqual([
+      'requestId',
+      'securityHeaders',
+      '<anonymous>', // access log
+      '<anonymous>', // Cache-Control: no-store
+      'cookieParser', // the fast lane takes no request with a Cookie header
+      '<anonymous>', // JSON body
+      'routeBase',
+      '<anonymous>', // authenticate
+      // then the route; past it, only what answers when nothing did (the console, 404, the error handler)
+      'serveStatic',
+      'notFoundRoute',
+      '<anonymous>',
+    ]);
   });
 
   it('covers answers of every kind: success, refusals, bad bodies and bad credentials', async () => {
@@ -132,7 +160,7 @@ describe('the reveal fast lane answers exactly as express does', () => {
       const k = await createKey(limited, a, { ownerId: o.id, projectId: (await createProject(limited, a)).id });
       for (let i = 0; i < 2; i++) expect((await limited.http().post(`/api/v1/provider-keys/${k.id}/reveal`).set(o.auth).send({})).status).toBe(200);
       const viaFastLane = await limited.http().post(`/api/v1/provider-keys/${k.id}/reveal`).set(o.auth).send({});
-      const viaExpress = await request(limited.app).post(`/api/v1/provider-keys/${k.id}/reveal`).set(o.auth).send({});
+      const viaExpress = await request(limited.secrets.tap(limited.app)).post(`/api/v1/provider-keys/${k.id}/reveal`).set(o.auth).send({});
       expect(viaFastLane.status).toBe(429);
       expect(viaFastLane.headers['retry-after']).toMatch(/^\d+$/);
       expect(bodyOf(viaFastLane)).toEqual(bodyOf(viaExpress));

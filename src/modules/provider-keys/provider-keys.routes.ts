@@ -6,7 +6,7 @@ import type { Actor } from '../auth/actor';
 import type { ProviderKeysService, Revealed } from './provider-keys.service';
 import { createKeyBody, keyAuditQuery, listKeysQuery, replaceSecretBody, revealBody, updateKeyBody } from './provider-keys.schemas';
 
-/** Set on every answer of the reveal route, before anything can fail: nothing on the way may keep a copy. */
+/** Set on every answer of the reveal route once the caller is known, before the request is checked: nothing on the way may keep a copy. */
 export const REVEAL_HEADERS: ReadonlyArray<readonly [string, string]> = [
   ['Cache-Control', 'no-store'],
   ['Pragma', 'no-cache'],
