@@ -52,7 +52,7 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
   });
   app.use(health);
 
-  // The reveal's fast lane (src/http/fast-lane.ts) runs the same parts as this stack, in this order, without express:
+  // The fast lane (src/http/fast-lane.ts: the reveal and the key list) runs the same parts as this stack, in this order, without express:
   // a middleware added here or above must be added there too (tests/api/fast-lane.test.ts lists this stack).
   const api = express.Router();
   // First, so that body-parser refusals (400, 413) are no-store too.
@@ -78,7 +78,7 @@ export function createApp(c: Container, state: AppState = { ready: true }): expr
   return app;
 }
 
-/** What the server listens with: the express app behind the reveal's fast lane (src/http/fast-lane.ts). */
+/** What the server listens with: the express app behind the fast lane for the reveal and the key list (src/http/fast-lane.ts). */
 export function createHandler(c: Container, state: AppState = { ready: true }): RequestListener {
   return withFastLane(createApp(c, state), c);
 }

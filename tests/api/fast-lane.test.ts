@@ -8,17 +8,17 @@ import { createApiToken, createKey, createProject, CreatedKey } from '../support
 import { bearer, REFUSED_CREDENTIALS, refusedCredentials, RefusedCredentials } from '../support/auth-helpers';
 
 type Agent = ReturnType<typeof request>;
-type Case = { name: string; send: (agent: Agent) => request.Test };
+type Case = { name: string; lane: 'reveal' | 'list'; send: (agent: Agent) => request.Test };
 
 /** Headers that differ between any two answers (or belong to the connection), left out of the comparison. */
 const VOLATILE = new Set(['date', 'x-request-id', 'connection', 'keep-alive']);
 
 /**
- * The fast lane serves POST /api/v1/provider-keys/:id/reveal outside express. Every request of the corpus below
- * goes once down express alone and once down the fast lane, on one database: same status, same headers, same body,
- * same audit row, same access line.
+ * The fast lane serves POST /api/v1/provider-keys/:id/reveal and GET /api/v1/provider-keys outside express. Every
+ * request of the corpus below goes once down express alone and once down the fast lane, on one database: same
+ * status, same headers, same body, same audit row, same access line.
  */
-describe('the reveal fast lane answers exactly as express does', () => {
+describe('the fast lane answers exactly as express does', () => {
   let ctx: TestContext;
   let admin: TestUser;
   let owner: TestUser;
@@ -28,6 +28,8 @@ describe('the reveal fast lane answers exactly as express does', () => {
   let refused: RefusedCredentials;
   let revealToken: { token: string; auth: { Authorization: string } };
   let readToken: { token: string; auth: { Authorization: string } };
+  let projectId: string;
+  let cursor: string;
 
   beforeAll(async () => {
     ctx = await createTestContext({ PKV_REVEAL_RATE_LIMIT: '100000', PKV_LOG_LEVEL: 'info' });
@@ -37,6 +39,11 @@ describe('the reveal fast lane answers exactly as express does', () => {
     auditor = await ctx.user('auditor');
     const project = await createProject(ctx, admin);
     key = await createKey(ctx, admin, { ownerId: owner.id, projectId: project.id });
+    projectId = project.id;
+    // A second page to point a cursor at, and another member's key the owner must not see listed.
+    await createKey(ctx, admin, { ownerId: owner.id, projectId: project.id, name: 'second 100%_key' });
+    await createKey(ctx, admin, { ownerId: other.id, projectId: project.id });
+    cursor = (await ctx.http().get('/api/v1/provider-keys?limit=1').set(admin.auth).expect(200)).body.nextCursor;
     refused = await refusedCredentials(ctx, admin);
     refused.secrets.forEach((s) => ctx.secrets.add('refused credential', s));
     revealToken = await createApiToken(ctx, owner, ['provider-keys:reveal']);
@@ -50,7 +57,38 @@ describe('the reveal fast lane answers exactly as express does', () => {
   const post = (agent: Agent, id?: string) => agent.post(path(id));
 
   const missing = crypto.randomUUID();
-  const cases = (): Case[] => [
+  const list = (agent: Agent, query = '') => agent.get(`/api/v1/provider-keys${query}`);
+  const listCases = (): Array<Omit<Case, 'lane'>> => [
+    { name: 'the owner, session, no query', send: (a) => list(a).set(owner.auth) },
+    { name: 'the owner, a project filter and a page of 50', send: (a) => list(a, `?projectId=${projectId}&limit=50`).set(owner.auth) },
+    { name: 'the owner, a page of one (a next cursor)', send: (a) => list(a, '?limit=1').set(owner.auth) },
+    { name: 'the owner, from a cursor', send: (a) => list(a, `?limit=1&cursor=${cursor}`).set(owner.auth) },
+    { name: "the owner, asking for another member's keys", send: (a) => list(a, `?ownerId=${other.id}`).set(owner.auth) },
+    { name: 'the owner, API token with provider-keys:read', send: (a) => list(a).set(readToken.auth) },
+    { name: 'the owner, API token in X-API-Key', send: (a) => list(a).set({ 'X-API-Key': readToken.token }) },
+    { name: 'the owner, API token without provider-keys:read', send: (a) => list(a).set(revealToken.auth) },
+    { name: 'an admin, every filter', send: (a) => list(a, `?projectId=${projectId}&ownerId=${owner.id}&provider=openai&status=active&q=100%25_`).set(admin.auth) },
+    { name: 'an admin, deleted keys', send: (a) => list(a, '?status=deleted').set(admin.auth) },
+    { name: 'another member', send: (a) => list(a).set(other.auth) },
+    { name: 'an auditor', send: (a) => list(a).set(auditor.auth) },
+    { name: 'an empty query string', send: (a) => list(a, '?').set(admin.auth) },
+    { name: 'an unknown parameter', send: (a) => list(a, '?color=red').set(admin.auth) },
+    { name: 'a repeated parameter', send: (a) => list(a, '?limit=1&limit=2').set(admin.auth) },
+    { name: 'a limit that is not a number', send: (a) => list(a, '?limit=lots').set(admin.auth) },
+    { name: 'a limit over the maximum', send: (a) => list(a, '?limit=100000').set(admin.auth) },
+    { name: 'a cursor this API did not issue', send: (a) => list(a, '?cursor=bm90LWEtY3Vyc29y').set(admin.auth) },
+    { name: 'a project id that is not an id', send: (a) => list(a, '?projectId=1%27%20OR%201=1').set(admin.auth) },
+    { name: 'an unknown provider', send: (a) => list(a, '?provider=nope').set(admin.auth) },
+    { name: 'an over-long search', send: (a) => list(a, `?q=${'q'.repeat(200)}`).set(admin.auth) },
+    { name: 'a malformed percent-encoding', send: (a) => list(a, '?q=%E0%A4%A').set(admin.auth) },
+    { name: 'a plus for a space', send: (a) => list(a, '?q=second+100').set(admin.auth) },
+    { name: 'a JSON body on a GET', send: (a) => list(a).set(admin.auth).set('Content-Type', 'application/json').send('{}') },
+    { name: 'a malformed JSON body on a GET', send: (a) => list(a).set(admin.auth).set('Content-Type', 'application/json').send('{"x":') },
+    { name: 'an X-Request-Id to keep', send: (a) => list(a).set(owner.auth).set('X-Request-Id', `trace-${crypto.randomBytes(6).toString('hex')}`) },
+    ...REFUSED_CREDENTIALS.map((c) => ({ name: `refused: ${c}`, send: (a: Agent) => list(a).set(refused.headers[c]()) })),
+  ];
+  const cases = (): Case[] => [...revealCases().map((c) => ({ ...c, lane: 'reveal' as const })), ...listCases().map((c) => ({ ...c, lane: 'list' as const }))];
+  const revealCases = (): Array<Omit<Case, 'lane'>> => [
     { name: 'the owner, session, empty object', send: (a) => post(a).set(owner.auth).send({}) },
     { name: 'the owner, session, no body at all', send: (a) => post(a).set(owner.auth) },
     { name: 'the owner with a reason', send: (a) => post(a).set(owner.auth).send({ reason: 'rotating the gateway' }) },
@@ -79,7 +117,7 @@ describe('the reveal fast lane answers exactly as express does', () => {
     { name: 'a Latin-1 charset', send: (a) => post(a).set(owner.auth).set('Content-Type', 'application/json; charset=iso-8859-1').send('{}') },
     { name: 'an X-Request-Id to keep', send: (a) => post(a).set(owner.auth).set('X-Request-Id', `trace-${crypto.randomBytes(6).toString('hex')}`).send({}) },
     { name: 'an X-Request-Id to replace', send: (a) => post(a).set(owner.auth).set('X-Request-Id', 'bad id!').send({}) },
-    ...REFUSED_CREDENTIALS.map((c): Case => ({ name: `refused: ${c}`, send: (a) => post(a).set(refused.headers[c]()).send({}) })),
+    ...REFUSED_CREDENTIALS.map((c) => ({ name: `refused: ${c}`, send: (a: Agent) => post(a).set(refused.headers[c]()).send({}) })),
   ];
 
   const headersOf = (res: Response) => Object.fromEntries(Object.entries(res.headers).filter(([k]) => !VOLATILE.has(k)));
@@ -99,7 +137,7 @@ describe('the reveal fast lane answers exactly as express does', () => {
       .filter((l) => l.event === 'http.access' && l.requestId === res.headers['x-request-id'])
       .map(({ method, route, status, actorId }) => ({ method, route, status, actorId }));
 
-  it.each(cases().map((c) => [c.name, c] as const))('%s', async (_name, c) => {
+  it.each(cases().map((c) => [c.lane, c.name, c] as const))('%s: %s', async (_lane, _name, c) => {
     const viaExpress = await c.send(expressAlone());
     const viaFastLane = await c.send(ctx.http());
     expect(viaFastLane.status).toBe(viaExpress.status);
@@ -113,7 +151,7 @@ describe('the reveal fast lane answers exactly as express does', () => {
     expect(line).toEqual(accessOf(viaExpress));
   });
 
-  it('mirrors the express middleware on the reveal route: one added there must be added to the fast lane too', () => {
+  it('mirrors the express middleware on its routes: one added there must be added to the fast lane too', () => {
     type Layer = { name: string; rawPath?: string; route?: unknown; handle: { stack?: Layer[] } };
     /** The middleware express runs for a path, in order (routes and routers mounted elsewhere left out). */
     const onPath = (stack: Layer[], path: string): string[] =>
@@ -123,7 +161,8 @@ describe('the reveal fast lane answers exactly as express does', () => {
         return l.handle.stack ? onPath(l.handle.stack, mount === '/' ? path : path.slice(mount.length)) : [l.name];
       });
     const app = ctx.app as unknown as { router: { stack: Layer[] } };
-    expect(onPath(app.router.stack, `/api/v1/provider-keys/${key.id}/reveal`)).toEqual([
+    const lanes = [`/api/v1/provider-keys/${key.id}/reveal`, '/api/v1/provider-keys'];
+    expect(lanes.map((p) => onPath(app.router.stack, p))).toEqual(lanes.map(() => [
       'requestId',
       'securityHeaders',
       '<anonymous>', // access log
@@ -136,13 +175,26 @@ describe('the reveal fast lane answers exactly as express does', () => {
       'serveStatic',
       'notFoundRoute',
       '<anonymous>',
-    ]);
+    ]));
   });
 
-  it('covers answers of every kind: success, refusals, bad bodies and bad credentials', async () => {
-    const statuses = new Set<number>();
-    for (const c of cases()) statuses.add((await c.send(ctx.http())).status);
-    expect([...statuses].sort()).toEqual([200, 400, 401, 403, 404, 413]);
+  it('covers answers of every kind: success, refusals, bad input and bad credentials', async () => {
+    const statuses = { reveal: new Set<number>(), list: new Set<number>() };
+    for (const c of cases()) statuses[c.lane].add((await c.send(ctx.http())).status);
+    expect([...statuses.reveal].sort()).toEqual([200, 400, 401, 403, 404, 413]);
+    expect([...statuses.list].sort()).toEqual([200, 400, 401, 403]);
+  });
+
+  it("lists what express lists: the owner's keys only, newest first, paged by the same cursor", async () => {
+    const res = await list(ctx.http(), `?projectId=${projectId}`).set(owner.auth);
+    expect(res.status).toBe(200);
+    expect(res.body.items.map((k: { ownerId: string }) => k.ownerId)).toEqual([owner.id, owner.id]);
+    expect(res.body.items.map((k: { name: string }) => k.name)[0]).toBe('second 100%_key');
+    expect(res.body.items[1]).toEqual(expect.objectContaining({ id: key.id, hint: key.hint, createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/) }));
+    expect(JSON.stringify(res.body)).not.toContain(key.secret);
+    const next = await list(ctx.http(), `?limit=1&cursor=${cursor}`).set(admin.auth);
+    expect(next.body.items).toHaveLength(1);
+    expect(next.body.items[0].id < Buffer.from(cursor, 'base64url').toString()).toBe(true);
   });
 
   it('reveals the stored secret, once the audit row is committed', async () => {
@@ -199,6 +251,15 @@ describe('which requests take the fast lane', () => {
     expect((await lane.post(`/api/v1/provider-keys/${key.id}/reveal`)).status).toBe(401);
   });
 
+  it('serves the plain key list, with or without a query string', async () => {
+    const res = await lane.get('/api/v1/provider-keys').set(owner.auth);
+    expect(res.status).toBe(200);
+    expect(res.body.items.map((k: { id: string }) => k.id)).toEqual([key.id]);
+    expect((await lane.get('/api/v1/provider-keys?limit=1').set(owner.auth)).status).toBe(200);
+    expect((await lane.get('/api/v1/provider-keys?limit=nope').set(owner.auth)).status).toBe(400);
+    expect((await lane.get('/api/v1/provider-keys')).status).toBe(401);
+  });
+
   it.each([
     ['a cookie session (CSRF is checked in express)', (a: Agent) => a.post(`/api/v1/provider-keys/${key.id}/reveal`).set(owner.auth).set('Cookie', 'pkv_session=x')],
     ['another method', (a: Agent) => a.get(`/api/v1/provider-keys/${key.id}/reveal`).set(owner.auth)],
@@ -208,6 +269,13 @@ describe('which requests take the fast lane', () => {
     ['a percent-encoded id', (a: Agent) => a.post(`/api/v1/provider-keys/${encodeURIComponent(`${key.id}/x`)}/reveal`).set(owner.auth)],
     ['another route', (a: Agent) => a.post(`/api/v1/provider-keys/${key.id}/secret`).set(owner.auth)],
     ['the key itself', (a: Agent) => a.get(`/api/v1/provider-keys/${key.id}`).set(owner.auth)],
+    ['the list with a cookie session', (a: Agent) => a.get('/api/v1/provider-keys').set(owner.auth).set('Cookie', 'pkv_session=x')],
+    ['the list with a trailing slash', (a: Agent) => a.get('/api/v1/provider-keys/?limit=1').set(owner.auth)],
+    ['the list in another case', (a: Agent) => a.get('/api/v1/Provider-Keys').set(owner.auth)],
+    ['the list by HEAD', (a: Agent) => a.head('/api/v1/provider-keys').set(owner.auth)],
+    ['the list by POST (a paste)', (a: Agent) => a.post('/api/v1/provider-keys').set(owner.auth).send({})],
+    ['a longer name', (a: Agent) => a.get('/api/v1/provider-keysx').set(owner.auth)],
+    ['another collection', (a: Agent) => a.get('/api/v1/api-tokens').set(owner.auth)],
   ])('leaves %s to express', async (_name, send) => {
     expect((await send(lane)).status).toBe(418);
   });

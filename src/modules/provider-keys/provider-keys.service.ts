@@ -17,6 +17,7 @@ import {
 } from '../../errors';
 import { TurnBatcher } from '../../batcher';
 import { newId } from '../../ids';
+import { isoTime } from '../../iso-time';
 import type { Envelope, SecretBinding } from '../../crypto/envelope';
 import { Page, PageResult, toPageResult } from '../../http/pagination';
 import { consume, reward } from '../../rate-limits';
@@ -86,7 +87,7 @@ export interface UpdateKeyInput {
   expiresAt?: Date | null;
 }
 
-const iso = (d: Date | null) => (d ? d.toISOString() : null);
+const iso = (d: Date | null) => (d ? isoTime(d) : null);
 
 export function toProviderKey(k: ProviderKeyEntity): ProviderKey {
   return {
@@ -99,8 +100,8 @@ export function toProviderKey(k: ProviderKeyEntity): ProviderKey {
     projectId: k.projectId,
     remark: k.remark,
     createdBy: k.createdBy,
-    createdAt: k.createdAt.toISOString(),
-    updatedAt: k.updatedAt.toISOString(),
+    createdAt: isoTime(k.createdAt),
+    updatedAt: isoTime(k.updatedAt),
     expiresAt: iso(k.expiresAt),
     lastRevealedAt: iso(k.lastRevealedAt),
     revealCount: k.revealCount,
