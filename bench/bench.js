@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 'use strict';
-// npm run bench [-- --keys 100000 --duration 10 --profile]
+// npm run bench [-- --keys 100000 --duration 5 --rounds 3 --profile]
 // Starts the real server (pinned to core 0) on a fresh database, seeds N provider keys, drives it with autocannon
-// from this process (pinned to core 1), measures the bare-HTTP and in-process baselines in the same run, and
-// writes bench/results/latest.json. SQLite by default; MariaDB/MySQL when PKV_BENCH_MYSQL_URL is set.
+// from this process (pinned to core 1), measures the bare-HTTP and in-process baselines in the same run (baselines
+// and product alternating, round by round; figures are medians over rounds), and writes bench/results/latest.json. SQLite by default; MariaDB/MySQL when PKV_BENCH_MYSQL_URL is set.
 require('reflect-metadata');
 const { spawn, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -21,11 +21,18 @@ const pinned = os.cpus().length >= 2 && fs.existsSync('/usr/bin/taskset');
 
 const opts = new Command('bench')
   .option('--keys <n>', 'provider keys to seed', (v) => Number(v), 10000)
-  .option('--duration <s>', 'seconds per measured point', (v) => Number(v), 10)
-  .option('--warmup <s>', 'seconds of warm-up before each point', (v) => Number(v), 2)
+  .option('--duration <s>', 'seconds per measured point', (v) => Number(v), 5)
+  .option('--warmup <s>', 'seconds of warm-up before each point', (v) => Number(v), 1)
+  .option('--rounds <n>', 'rounds, baselines and product alternating; each figure is the median over rounds', (v) => Number(v), 3)
   .option('--profile', 'run the server with --cpu-prof (profiles in bench/results/)')
   .parse(process.argv)
   .opts();
+for (const [name, v] of Object.entries({ keys: opts.keys, duration: opts.duration, rounds: opts.rounds })) {
+  if (!Number.isInteger(v) || v < 1) {
+    console.error(`bench: --${name} must be a whole number ≥ 1`);
+    process.exit(2);
+  }
+}
 
 // The load generator runs on core 1, the servers on core 0 (shared/BENCH.md).
 if (pinned && !process.env.PKV_BENCH_PINNED) {
@@ -165,6 +172,24 @@ async function point(name, url, connections, request) {
 
 const pick = (ids) => ids[(Math.random() * ids.length) | 0];
 
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** Session tokens for the owner and an admin, and an API token of the owner's (they outlive a server restart). */
+async function signIn(url) {
+  const post = async (p, body, token) => {
+    const res = await fetch(`${url}/api/v1${p}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
+    if (!res.ok) throw new Error(`${p}: ${res.status} ${await res.text()}`);
+    return res.json();
+  };
+  const owner = (await post('/auth/login', { username: 'bench-owner', password: 'bench-owner-password' })).accessToken;
+  const admin = (await post('/auth/login', { username: 'bench-admin', password: 'bench-admin-password' })).accessToken;
+  const api = (await post('/api-tokens', { name: 'bench', scopes: ['provider-keys:reveal', 'provider-keys:read'] }, owner)).token;
+  return { owner, admin, api };
+}
+
 async function main() {
   if (!fs.existsSync(PKV)) throw new Error('dist/ is missing: run `npm run build` (npm run bench does it)');
   const tdb = await freshDatabase();
@@ -182,54 +207,65 @@ async function main() {
     PKV_HOST: '127.0.0.1',
     PKV_PORT: '0',
   };
-  const results = { startedAt: new Date().toISOString(), database: tdb.kind, keys: opts.keys, durationSeconds: opts.duration, pinned, machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version }, points: [] };
+  const results = { startedAt: new Date().toISOString(), database: tdb.kind, keys: opts.keys, durationSeconds: opts.duration, roundCount: opts.rounds, pinned, machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version }, points: [] };
   try {
     log(`seeding ${opts.keys} provider keys on ${tdb.kind} …`);
     const t0 = Date.now();
     const seeded = await seed(env, opts.keys);
     log(`  seeded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
-    log('baselines');
-    const base = await startProcess([path.join(__dirname, 'baseline.js'), 'serve', tdb.url, '0'], env, /baseline listening on (http:\/\/\S+)/);
     const baseReq = { method: 'POST', setupRequest: (req) => ({ ...req, path: `/reveal/${pick(seeded.ids)}` }) };
-    for (const c of [1, 16]) results.points.push({ group: 'baseline-http', ...(await point('bare HTTP + driver', base.url, c, baseReq)) });
-    await stop(base.child);
-    const inproc = await inprocess(tdb.url, seeded.ids, opts.duration, tdb.kind === 'mysql' ? 16 : 1);
-    results.points.push({ group: 'baseline-inprocess', name: 'in-process driver', connections: tdb.kind === 'mysql' ? 16 : 1, rps: inproc.rps, p50: inproc.p50, p99: inproc.p99, requests: inproc.requests, non2xx: 0 });
-    log(`  in-process driver            ${inproc.rps.toFixed(0).padStart(6)} tx/s   p50 ${inproc.p50.toFixed(2)} ms  p99 ${inproc.p99.toFixed(2)} ms`);
-
-    await cleanup(tdb.url);
-
-    log('provider-key-vault');
     const serverArgs = [...(opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.join(__dirname, 'results')}`] : []), PKV, 'serve'];
-    const srv = await startProcess(serverArgs, env, /listening on (http:\/\/\S+)/);
-    const post = async (p, body, token) => {
-      const res = await fetch(`${srv.url}/api/v1${p}`, { method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify(body) });
-      if (!res.ok) throw new Error(`${p}: ${res.status} ${await res.text()}`);
-      return res.json();
-    };
-    const ownerToken = (await post('/auth/login', { username: 'bench-owner', password: 'bench-owner-password' })).accessToken;
-    const adminToken = (await post('/auth/login', { username: 'bench-admin', password: 'bench-admin-password' })).accessToken;
-    const apiToken = (await post('/api-tokens', { name: 'bench', scopes: ['provider-keys:reveal', 'provider-keys:read'] }, ownerToken)).token;
-    const reveal = (token) => ({ method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}', setupRequest: (req) => ({ ...req, path: `/api/v1/provider-keys/${pick(seeded.ids)}/reveal` }) });
-    // Warm the server (JIT, caches, WAL) before the first measured point: whichever point ran first used to pay for it.
-    await load(srv.url, 16, Math.max(3, opts.warmup * 2), reveal(ownerToken));
-    for (const c of [1, 16]) results.points.push({ group: 'reveal-session', ...(await point('reveal (session)', srv.url, c, reveal(ownerToken))) });
-    for (const c of [1, 16]) results.points.push({ group: 'reveal-api-token', ...(await point('reveal (API token)', srv.url, c, reveal(apiToken))) });
-    const list = { method: 'GET', path: `/api/v1/provider-keys?projectId=${seeded.projectId}&limit=50`, headers: { authorization: `Bearer ${adminToken}` } };
-    results.points.push({ group: 'list', ...(await point(`list 50 of ${opts.keys}`, srv.url, 16, list)) });
-    const create = {
-      method: 'POST',
-      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-      setupRequest: (req) => ({ ...req, path: '/api/v1/provider-keys', body: JSON.stringify({ ownerId: seeded.ownerId, projectId: seeded.projectId, name: 'bench paste', provider: 'openai', secret: `sk-paste-${crypto.randomBytes(24).toString('base64url')}` }) }),
-    };
-    results.points.push({ group: 'create', ...(await point('create (paste)', srv.url, 16, create)) });
-    results.serverRssAtEndOfLoadMb = rssMb(srv.pid);
-    await new Promise((resolve) => setTimeout(resolve, SETTLE_SECONDS * 1000));
-    results.serverRssMb = rssMb(srv.pid);
-    results.serverPeakRssMb = rssMb(srv.pid, 'VmHWM');
-    log(`  server RSS: ${results.serverRssAtEndOfLoadMb.toFixed(0)} MB at the end of the load, ${results.serverRssMb.toFixed(0)} MB after ${SETTLE_SECONDS} s idle (peak ${results.serverPeakRssMb.toFixed(0)} MB)`);
-    await stop(srv.child);
+    const rounds = [];
+    let tokens;
+    for (let r = 1; r <= opts.rounds; r++) {
+      // Baselines and product alternate, round by round, so that a slow spell of this shared machine falls on both.
+      const round = [];
+      rounds.push(round);
+      log(`round ${r} of ${opts.rounds}: baselines`);
+      const base = await startProcess([path.join(__dirname, 'baseline.js'), 'serve', tdb.url, '0'], env, /baseline listening on (http:\/\/\S+)/);
+      for (const c of [1, 16]) round.push({ group: 'baseline-http', ...(await point('bare HTTP + driver', base.url, c, baseReq)) });
+      await stop(base.child);
+      const inproc = await inprocess(tdb.url, seeded.ids, opts.duration, tdb.kind === 'mysql' ? 16 : 1);
+      round.push({ group: 'baseline-inprocess', name: 'in-process driver', connections: tdb.kind === 'mysql' ? 16 : 1, rps: inproc.rps, p50: inproc.p50, p99: inproc.p99, requests: inproc.requests, non2xx: 0 });
+      log(`  in-process driver            ${inproc.rps.toFixed(0).padStart(6)} tx/s   p50 ${inproc.p50.toFixed(2)} ms  p99 ${inproc.p99.toFixed(2)} ms`);
+      await cleanup(tdb.url);
+
+      log(`round ${r} of ${opts.rounds}: provider-key-vault`);
+      const srv = await startProcess(serverArgs, env, /listening on (http:\/\/\S+)/);
+      tokens ??= await signIn(srv.url);
+      const reveal = (token) => ({ method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}', setupRequest: (req) => ({ ...req, path: `/api/v1/provider-keys/${pick(seeded.ids)}/reveal` }) });
+      // Warm the server (JIT, caches, WAL) before the first measured point: whichever point ran first used to pay for it.
+      await load(srv.url, 16, Math.max(3, opts.warmup * 2), reveal(tokens.owner));
+      for (const c of [1, 16]) round.push({ group: 'reveal-session', ...(await point('reveal (session)', srv.url, c, reveal(tokens.owner))) });
+      for (const c of [1, 16]) round.push({ group: 'reveal-api-token', ...(await point('reveal (API token)', srv.url, c, reveal(tokens.api))) });
+      const list = { method: 'GET', path: `/api/v1/provider-keys?projectId=${seeded.projectId}&limit=50`, headers: { authorization: `Bearer ${tokens.admin}` } };
+      round.push({ group: 'list', ...(await point(`list 50 of ${opts.keys}`, srv.url, 16, list)) });
+      const create = {
+        method: 'POST',
+        headers: { authorization: `Bearer ${tokens.admin}`, 'content-type': 'application/json' },
+        setupRequest: (req) => ({ ...req, path: '/api/v1/provider-keys', body: JSON.stringify({ ownerId: seeded.ownerId, projectId: seeded.projectId, name: 'bench paste', provider: 'openai', secret: `sk-paste-${crypto.randomBytes(24).toString('base64url')}` }) }),
+      };
+      round.push({ group: 'create', ...(await point('create (paste)', srv.url, 16, create)) });
+      if (r === opts.rounds) {
+        results.serverRssAtEndOfLoadMb = rssMb(srv.pid);
+        await new Promise((resolve) => setTimeout(resolve, SETTLE_SECONDS * 1000));
+        results.serverRssMb = rssMb(srv.pid);
+        results.serverPeakRssMb = rssMb(srv.pid, 'VmHWM');
+        log(`  server RSS: ${results.serverRssAtEndOfLoadMb.toFixed(0)} MB at the end of the load, ${results.serverRssMb.toFixed(0)} MB after ${SETTLE_SECONDS} s idle (peak ${results.serverPeakRssMb.toFixed(0)} MB)`);
+      }
+      await stop(srv.child);
+    }
+    results.rounds = rounds;
+    // Each figure is the median over rounds; each ratio the median of the rounds' own ratios.
+    results.points = rounds[0].map((p, i) => ({
+      ...p,
+      rps: median(rounds.map((round) => round[i].rps)),
+      p50: median(rounds.map((round) => round[i].p50)),
+      p99: median(rounds.map((round) => round[i].p99)),
+      requests: rounds.reduce((n, round) => n + round[i].requests, 0),
+      non2xx: rounds.reduce((n, round) => n + round[i].non2xx, 0),
+    }));
 
     log('keyring rotate');
     const newKey = crypto.randomBytes(32).toString('base64');
@@ -241,26 +277,27 @@ async function main() {
     await tdb.drop().catch(() => undefined);
   }
 
-  const get = (g, c) => results.points.find((p) => p.group === g && p.connections === c);
-  const inprocRps = results.points.find((p) => p.group === 'baseline-inprocess').rps;
+  const rps = (round, g, c) => round.find((p) => p.group === g && (c === undefined || p.connections === c)).rps;
+  const ratio = (f) => median(results.rounds.map(f));
   results.ratios = {};
   for (const c of [1, 16]) {
-    const b = get('baseline-http', c).rps;
     results.ratios[`c${c}`] = {
-      revealSessionOverBareHttp: get('reveal-session', c).rps / b,
-      revealApiTokenOverBareHttp: get('reveal-api-token', c).rps / b,
-      revealSessionOverInProcess: get('reveal-session', c).rps / inprocRps,
+      revealSessionOverBareHttp: ratio((round) => rps(round, 'reveal-session', c) / rps(round, 'baseline-http', c)),
+      revealApiTokenOverBareHttp: ratio((round) => rps(round, 'reveal-api-token', c) / rps(round, 'baseline-http', c)),
+      revealSessionOverInProcess: ratio((round) => rps(round, 'reveal-session', c) / rps(round, 'baseline-inprocess')),
     };
   }
+  results.ratiosByRound = results.rounds.map((round) => rps(round, 'reveal-session', 16) / rps(round, 'baseline-http', 16));
   fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true });
   fs.writeFileSync(path.join(__dirname, 'results', 'latest.json'), JSON.stringify(results, null, 2) + '\n');
 
   const r16 = results.ratios.c16;
-  console.log(`\nprovider-key-vault bench — ${results.database}, ${results.keys} keys, ${opts.duration} s per point, ${pinned ? 'server core 0 / load core 1' : 'unpinned'}`);
+  console.log(`\nprovider-key-vault bench — ${results.database}, ${results.keys} keys, ${opts.duration} s per point, median of ${opts.rounds} round(s), ${pinned ? 'server core 0 / load core 1' : 'unpinned'}`);
   console.log('| point | conns | req/s | p50 ms | p99 ms |');
   console.log('|---|---|---|---|---|');
   for (const p of results.points) console.log(`| ${p.name} | ${p.connections} | ${p.rps.toFixed(0)} | ${Number(p.p50).toFixed(1)} | ${Number(p.p99).toFixed(1)} |`);
   console.log(`\nheadline: reveal ÷ bare-HTTP baseline at 16 connections = ${r16.revealSessionOverBareHttp.toFixed(2)} (session), ${r16.revealApiTokenOverBareHttp.toFixed(2)} (API token); reveal ÷ in-process = ${r16.revealSessionOverInProcess.toFixed(2)}`);
+  console.log(`  by round (session, 16 connections): ${results.ratiosByRound.map((x) => x.toFixed(2)).join(', ')}`);
   console.log(`at 1 connection: ${results.ratios.c1.revealSessionOverBareHttp.toFixed(2)} (session), ${results.ratios.c1.revealApiTokenOverBareHttp.toFixed(2)} (API token)`);
   console.log(`keyring rotate: ${results.rotate.keysPerSecond.toFixed(0)} data keys/s at ${results.keys} keys; server RSS ${results.serverRssMb.toFixed(0)} MB after ${SETTLE_SECONDS} s idle (${results.serverRssAtEndOfLoadMb.toFixed(0)} MB at the end of the load, peak ${results.serverPeakRssMb.toFixed(0)} MB)`);
   console.log('written: bench/results/latest.json');
