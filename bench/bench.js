@@ -3,7 +3,8 @@
 // npm run bench [-- --keys 100000 --duration 5 --rounds 3 --profile]
 // Starts the real server (pinned to core 0) on a fresh database, seeds N provider keys, drives it with autocannon
 // from this process (pinned to core 1), measures the bare-HTTP and in-process baselines in the same run (baselines
-// and product alternating, round by round; figures are medians over rounds), and writes bench/results/latest.json. SQLite by default; MariaDB/MySQL when PKV_BENCH_MYSQL_URL is set.
+// and product alternating, round by round; figures are medians over rounds), and writes bench/results/latest.json.
+// SQLite by default; MariaDB/MySQL when PKV_BENCH_MYSQL_URL is set.
 require('reflect-metadata');
 const { spawn, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
