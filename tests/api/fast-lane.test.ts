@@ -85,6 +85,9 @@ describe('the fast lane answers exactly as express does', () => {
     { name: 'a JSON body on a GET', send: (a) => list(a).set(admin.auth).set('Content-Type', 'application/json').send('{}') },
     { name: 'a malformed JSON body on a GET', send: (a) => list(a).set(admin.auth).set('Content-Type', 'application/json').send('{"x":') },
     { name: 'an X-Request-Id to keep', send: (a) => list(a).set(owner.auth).set('X-Request-Id', `trace-${crypto.randomBytes(6).toString('hex')}`) },
+    { name: 'If-None-Match: * (express answers 304)', send: (a) => list(a).set(owner.auth).set('If-None-Match', '*') },
+    { name: 'If-None-Match with an entity tag', send: (a) => list(a).set(owner.auth).set('If-None-Match', '"abc"') },
+    { name: 'If-Modified-Since', send: (a) => list(a).set(owner.auth).set('If-Modified-Since', new Date(Date.now() + 3600_000).toUTCString()) },
     ...REFUSED_CREDENTIALS.map((c) => ({ name: `refused: ${c}`, send: (a: Agent) => list(a).set(refused.headers[c]()) })),
   ];
   const cases = (): Case[] => [...revealCases().map((c) => ({ ...c, lane: 'reveal' as const })), ...listCases().map((c) => ({ ...c, lane: 'list' as const }))];
@@ -182,7 +185,7 @@ describe('the fast lane answers exactly as express does', () => {
     const statuses = { reveal: new Set<number>(), list: new Set<number>() };
     for (const c of cases()) statuses[c.lane].add((await c.send(ctx.http())).status);
     expect([...statuses.reveal].sort()).toEqual([200, 400, 401, 403, 404, 413]);
-    expect([...statuses.list].sort()).toEqual([200, 400, 401, 403]);
+    expect([...statuses.list].sort()).toEqual([200, 304, 400, 401, 403]);
   });
 
   it("lists what express lists: the owner's keys only, newest first, paged by the same cursor", async () => {
@@ -273,6 +276,7 @@ describe('which requests take the fast lane', () => {
     ['the list with a trailing slash', (a: Agent) => a.get('/api/v1/provider-keys/?limit=1').set(owner.auth)],
     ['the list in another case', (a: Agent) => a.get('/api/v1/Provider-Keys').set(owner.auth)],
     ['the list by HEAD', (a: Agent) => a.head('/api/v1/provider-keys').set(owner.auth)],
+    ['a conditional list (If-None-Match)', (a: Agent) => a.get('/api/v1/provider-keys').set(owner.auth).set('If-None-Match', '*')],
     ['the list by POST (a paste)', (a: Agent) => a.post('/api/v1/provider-keys').set(owner.auth).send({})],
     ['a longer name', (a: Agent) => a.get('/api/v1/provider-keysx').set(owner.auth)],
     ['another collection', (a: Agent) => a.get('/api/v1/api-tokens').set(owner.auth)],
