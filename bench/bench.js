@@ -162,12 +162,31 @@ function load(url, connections, seconds, request) {
   });
 }
 
-async function point(name, url, connections, request) {
+/** CPU seconds (user + system) the process has used so far, from /proc/<pid>/stat in clock ticks. */
+const TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK']).toString()) || 100;
+function cpuSeconds(pid) {
+  // The command name (field 2) is in parentheses and may hold spaces: count fields from after it.
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND; // utime, stime: fields 14 and 15
+}
+
+/**
+ * One measured point. With the server's pid it also reports the server's CPU per request and how busy its core was:
+ * steadier than req/s on a shared machine, and it tells a CPU-bound point from one waiting on the database.
+ */
+async function point(name, url, connections, request, pid) {
   if (opts.warmup > 0) await load(url, connections, opts.warmup, request);
+  const cpu0 = pid ? cpuSeconds(pid) : 0;
+  const t0 = process.hrtime.bigint();
   const r = await load(url, connections, opts.duration, request);
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = pid ? cpuSeconds(pid) - cpu0 : undefined;
   const non2xx = r.non2xx + r.errors + r.timeouts;
   const row = { name, connections, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, requests: r.requests.total, non2xx };
-  log(`  ${name.padEnd(28)} c=${String(connections).padEnd(3)} ${row.rps.toFixed(0).padStart(6)} req/s  p50 ${String(row.p50).padStart(4)} ms  p99 ${String(row.p99).padStart(4)} ms${non2xx ? `  (${non2xx} non-2xx/errors!)` : ''}`);
+  if (cpu !== undefined) Object.assign(row, { cpuUsPerRequest: (cpu * 1e6) / Math.max(1, r.requests.total), serverBusy: cpu / wall });
+  const cpuText = cpu === undefined ? '' : `  cpu ${row.cpuUsPerRequest.toFixed(0).padStart(4)} µs/req, core ${(100 * row.serverBusy).toFixed(0).padStart(3)}% busy`;
+  log(`  ${name.padEnd(28)} c=${String(connections).padEnd(3)} ${row.rps.toFixed(0).padStart(6)} req/s  p50 ${String(row.p50).padStart(4)} ms  p99 ${String(row.p99).padStart(4)} ms${cpuText}${non2xx ? `  (${non2xx} non-2xx/errors!)` : ''}`);
   return row;
 }
 
@@ -225,7 +244,7 @@ async function main() {
       rounds.push(round);
       log(`round ${r} of ${opts.rounds}: baselines`);
       const base = await startProcess([path.join(__dirname, 'baseline.js'), 'serve', tdb.url, '0'], env, /baseline listening on (http:\/\/\S+)/);
-      for (const c of [1, 16]) round.push({ group: 'baseline-http', ...(await point('bare HTTP + driver', base.url, c, baseReq)) });
+      for (const c of [1, 16]) round.push({ group: 'baseline-http', ...(await point('bare HTTP + driver', base.url, c, baseReq, base.pid)) });
       await stop(base.child);
       const inproc = await inprocess(tdb.url, seeded.ids, opts.duration, tdb.kind === 'mysql' ? 16 : 1);
       round.push({ group: 'baseline-inprocess', name: 'in-process driver', connections: tdb.kind === 'mysql' ? 16 : 1, rps: inproc.rps, p50: inproc.p50, p99: inproc.p99, requests: inproc.requests, non2xx: 0 });
@@ -238,16 +257,16 @@ async function main() {
       const reveal = (token) => ({ method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}', setupRequest: (req) => ({ ...req, path: `/api/v1/provider-keys/${pick(seeded.ids)}/reveal` }) });
       // Warm the server (JIT, caches, WAL) before the first measured point: whichever point ran first used to pay for it.
       await load(srv.url, 16, Math.max(3, opts.warmup * 2), reveal(tokens.owner));
-      for (const c of [1, 16]) round.push({ group: 'reveal-session', ...(await point('reveal (session)', srv.url, c, reveal(tokens.owner))) });
-      for (const c of [1, 16]) round.push({ group: 'reveal-api-token', ...(await point('reveal (API token)', srv.url, c, reveal(tokens.api))) });
+      for (const c of [1, 16]) round.push({ group: 'reveal-session', ...(await point('reveal (session)', srv.url, c, reveal(tokens.owner), srv.pid)) });
+      for (const c of [1, 16]) round.push({ group: 'reveal-api-token', ...(await point('reveal (API token)', srv.url, c, reveal(tokens.api), srv.pid)) });
       const list = { method: 'GET', path: `/api/v1/provider-keys?projectId=${seeded.projectId}&limit=50`, headers: { authorization: `Bearer ${tokens.admin}` } };
-      round.push({ group: 'list', ...(await point(`list 50 of ${opts.keys}`, srv.url, 16, list)) });
+      round.push({ group: 'list', ...(await point(`list 50 of ${opts.keys}`, srv.url, 16, list, srv.pid)) });
       const create = {
         method: 'POST',
         headers: { authorization: `Bearer ${tokens.admin}`, 'content-type': 'application/json' },
         setupRequest: (req) => ({ ...req, path: '/api/v1/provider-keys', body: JSON.stringify({ ownerId: seeded.ownerId, projectId: seeded.projectId, name: 'bench paste', provider: 'openai', secret: `sk-paste-${crypto.randomBytes(24).toString('base64url')}` }) }),
       };
-      round.push({ group: 'create', ...(await point('create (paste)', srv.url, 16, create)) });
+      round.push({ group: 'create', ...(await point('create (paste)', srv.url, 16, create, srv.pid)) });
       if (r === opts.rounds) {
         results.serverRssAtEndOfLoadMb = rssMb(srv.pid);
         await new Promise((resolve) => setTimeout(resolve, SETTLE_SECONDS * 1000));
@@ -264,6 +283,7 @@ async function main() {
       rps: median(rounds.map((round) => round[i].rps)),
       p50: median(rounds.map((round) => round[i].p50)),
       p99: median(rounds.map((round) => round[i].p99)),
+      ...(p.cpuUsPerRequest === undefined ? {} : { cpuUsPerRequest: median(rounds.map((round) => round[i].cpuUsPerRequest)), serverBusy: median(rounds.map((round) => round[i].serverBusy)) }),
       requests: rounds.reduce((n, round) => n + round[i].requests, 0),
       non2xx: rounds.reduce((n, round) => n + round[i].non2xx, 0),
     }));
@@ -294,9 +314,10 @@ async function main() {
 
   const r16 = results.ratios.c16;
   console.log(`\nprovider-key-vault bench — ${results.database}, ${results.keys} keys, ${opts.duration} s per point, median of ${opts.rounds} round(s), ${pinned ? 'server core 0 / load core 1' : 'unpinned'}`);
-  console.log('| point | conns | req/s | p50 ms | p99 ms |');
-  console.log('|---|---|---|---|---|');
-  for (const p of results.points) console.log(`| ${p.name} | ${p.connections} | ${p.rps.toFixed(0)} | ${Number(p.p50).toFixed(1)} | ${Number(p.p99).toFixed(1)} |`);
+  console.log('| point | conns | req/s | p50 ms | p99 ms | server CPU µs/req | server core busy |');
+  console.log('|---|---|---|---|---|---|---|');
+  const cpuCells = (p) => (p.cpuUsPerRequest === undefined ? '| | ' : `| ${p.cpuUsPerRequest.toFixed(0)} | ${(100 * p.serverBusy).toFixed(0)}% `);
+  for (const p of results.points) console.log(`| ${p.name} | ${p.connections} | ${p.rps.toFixed(0)} | ${Number(p.p50).toFixed(1)} | ${Number(p.p99).toFixed(1)} ${cpuCells(p)}|`);
   console.log(`\nheadline: reveal ÷ bare-HTTP baseline at 16 connections = ${r16.revealSessionOverBareHttp.toFixed(2)} (session), ${r16.revealApiTokenOverBareHttp.toFixed(2)} (API token); reveal ÷ in-process = ${r16.revealSessionOverInProcess.toFixed(2)}`);
   console.log(`  by round (session, 16 connections): ${results.ratiosByRound.map((x) => x.toFixed(2)).join(', ')}`);
   console.log(`at 1 connection: ${results.ratios.c1.revealSessionOverBareHttp.toFixed(2)} (session), ${results.ratios.c1.revealApiTokenOverBareHttp.toFixed(2)} (API token)`);
