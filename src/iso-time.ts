@@ -13,8 +13,12 @@ let cachedPrefix = '';
  * the last day seen); only the time of day is computed here. Anything outside 1970–9999 goes to toISOString.
  */
 export function isoTime(date: Date): string {
-  const ms = date.getTime();
-  if (!(ms >= 0 && ms < END)) return date.toISOString(); // NaN too: toISOString throws, as it should
+  return isoTimeOfMs(date.getTime());
+}
+
+/** The same for milliseconds since the epoch, as the database stores them (no Date in between). */
+export function isoTimeOfMs(ms: number): string {
+  if (!(ms >= 0 && ms < END)) return new Date(ms).toISOString(); // NaN too: toISOString throws, as it should
   const day = Math.floor(ms / DAY);
   if (day !== cachedDay) {
     cachedPrefix = new Date(day * DAY).toISOString().slice(0, 11);

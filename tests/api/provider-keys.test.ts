@@ -228,6 +228,22 @@ describe('provider keys', () => {
       expect(otherIds).toEqual([theirs.id]);
     });
 
+    it('lists every key exactly as GET /provider-keys/:id shows it (remark, expiry, last reveal and count set or not)', async () => {
+      const full = await createKey(ctx, admin, { ownerId: owner.id, projectId: project.id, name: 'listed-full', remark: 'a remark', expiresAt: '2999-12-31T23:59:59.999Z' });
+      pasted.push(full.secret);
+      expect((await call('post', `/provider-keys/${full.id}/reveal`, owner.auth, {})).status).toBe(200);
+      const res = await call('get', '/provider-keys?limit=200', admin.auth);
+      expect(res.status).toBe(200);
+      const listed = new Map((res.body.items as Array<{ id: string }>).map((k) => [k.id, k]));
+      for (const id of [full.id, mine.id, theirs.id]) {
+        const one = await call('get', `/provider-keys/${id}`, admin.auth);
+        expect(one.status).toBe(200);
+        expect(listed.get(id)).toEqual(one.body);
+      }
+      expect(listed.get(full.id)).toMatchObject({ remark: 'a remark', expiresAt: '2999-12-31T23:59:59.999Z', revealCount: 1, lastRevealedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/) });
+      expect(listed.get(mine.id)).toMatchObject({ remark: null, expiresAt: null, revealCount: 0, lastRevealedAt: null });
+    });
+
     it('gives a member asking for another owner’s keys an empty list', async () => {
       const res = await call('get', `/provider-keys?ownerId=${other.id}`, owner.auth);
       expect(res.status).toBe(200);

@@ -1,10 +1,16 @@
 import fc from 'fast-check';
-import { isoTime } from '../../src/iso-time';
+import { isoTime, isoTimeOfMs } from '../../src/iso-time';
 
 describe('isoTime', () => {
   it('writes what toISOString writes, for any instant from 1970 to 9999 (the ones it computes itself)', () => {
     const instant = fc.integer({ min: 0, max: 253_402_300_799_999 });
     fc.assert(fc.property(instant, (ms) => isoTime(new Date(ms)) === new Date(ms).toISOString()), { numRuns: 20_000 });
+  });
+
+  it('writes the same from milliseconds as from a Date (isoTimeOfMs, for times read from the database)', () => {
+    const instant = fc.integer({ min: -8_640_000_000_000_000, max: 8_640_000_000_000_000 });
+    fc.assert(fc.property(instant, (ms) => isoTimeOfMs(ms) === new Date(ms).toISOString()), { numRuns: 20_000 });
+    expect(() => isoTimeOfMs(NaN)).toThrow(RangeError);
   });
 
   it('writes what toISOString writes outside that range too (it hands those to toISOString)', () => {

@@ -5,6 +5,9 @@ import { ProviderKeyEntity } from './provider-key.entity';
 
 type RawKey = Record<string, unknown>;
 
+/** A list row: the metadata columns as the driver returns them (snake_case; times in ms, as numbers or strings). */
+export type MetadataRow = { id: string } & RawKey;
+
 const ms = (v: unknown) => (v == null ? null : new Date(Number(v)));
 const buf = (v: unknown) => (v == null ? null : Buffer.isBuffer(v) ? v : Buffer.from(v as Uint8Array));
 
@@ -74,8 +77,11 @@ export class ProviderKeysRepository {
     return m.createQueryBuilder(ProviderKeyEntity, 'k').select('k.id').where('k.fingerprint = :fingerprint', { fingerprint }).getOne();
   }
 
-  /** A keyset page, newest first, as one statement with bound values (no ORM query building or hydration: a hot path). */
-  async list(m: EntityManager, filter: KeyFilter, page: Page): Promise<ProviderKeyEntity[]> {
+  /**
+   * A keyset page, newest first, as one statement with bound values and its rows as the driver returns them: no ORM
+   * query building, hydration or Dates (a hot path; the service maps each row straight to its answer).
+   */
+  async list(m: EntityManager, filter: KeyFilter, page: Page): Promise<MetadataRow[]> {
     const where: string[] = [];
     const params: unknown[] = [];
     const add = (clause: string, value: unknown) => {
@@ -90,8 +96,7 @@ export class ProviderKeysRepository {
     if (filter.q) add("name LIKE ? ESCAPE '!'", `%${likeEscape(filter.q)}%`);
     if (page.before) add('id < ?', page.before);
     params.push(page.limit + 1);
-    const rows: RawKey[] = await m.query(`SELECT ${METADATA} FROM provider_keys WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`, params);
-    return rows.map(fromRaw);
+    return m.query(`SELECT ${METADATA} FROM provider_keys WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`, params);
   }
 
   async insert(tx: EntityManager, key: ProviderKeyEntity): Promise<void> {
