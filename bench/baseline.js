@@ -2,8 +2,34 @@
 // The physical limit, per shared/BENCH.md: the minimum a correct reveal must do with the driver alone —
 // read the key row, insert the audit row, bump the counter, durable commit — with nothing on top.
 // `node bench/baseline.js serve` is the bare node:http server; `inprocess` is the same transaction in a loop.
+// The server also answers a bare key list (the same page of 50 with a project filter, one statement, the same JSON
+// shape), the limit for the list point: no authentication, no validation, no logging.
 const crypto = require('node:crypto');
 const http = require('node:http');
+
+const LIST_SQL =
+  "SELECT id, name, provider, hint, status, owner_id, project_id, remark, created_by, created_at, updated_at, expires_at, last_revealed_at, reveal_count FROM provider_keys WHERE project_id = ? AND status <> 'deleted' ORDER BY id DESC LIMIT 51";
+const iso = (v) => (v == null ? null : new Date(Number(v)).toISOString());
+const listed = (r) => ({
+  id: r.id,
+  name: r.name,
+  provider: r.provider,
+  hint: r.hint,
+  status: r.status,
+  ownerId: r.owner_id,
+  projectId: r.project_id,
+  remark: r.remark ?? null,
+  createdBy: r.created_by,
+  createdAt: iso(r.created_at),
+  updatedAt: iso(r.updated_at),
+  expiresAt: iso(r.expires_at),
+  lastRevealedAt: iso(r.last_revealed_at),
+  revealCount: Number(r.reveal_count),
+});
+function page(rows) {
+  const items = rows.slice(0, 50).map(listed);
+  return { items, nextCursor: rows.length > 50 ? Buffer.from(items[49].id).toString('base64url') : null };
+}
 
 const AUDIT_SQL =
   'INSERT INTO audit_events (id, at, action, outcome, actor_id, key_id, project_id, owner_id, ip, row_mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
@@ -24,7 +50,8 @@ function sqliteReveal(file) {
     bump.run(now, id);
     return row;
   });
-  return { reveal: async (id) => tx.immediate(id), close: async () => db.close() };
+  const list = db.prepare(LIST_SQL);
+  return { reveal: async (id) => tx.immediate(id), list: async (projectId) => page(list.all(projectId)), close: async () => db.close() };
 }
 
 function mysqlReveal(url) {
@@ -49,6 +76,7 @@ function mysqlReveal(url) {
         conn.release();
       }
     },
+    list: async (projectId) => page((await pool.query(LIST_SQL, [projectId]))[0]),
     close: () => pool.end(),
   };
 }
@@ -60,11 +88,15 @@ function open(dbUrl) {
 async function serve(dbUrl, port) {
   const driver = open(dbUrl);
   const server = http.createServer(async (req, res) => {
-    const m = /^\/reveal\/([0-9a-f-]{36})$/.exec(req.url || '');
+    const m = /^\/(reveal|list)\/([0-9a-f-]{36})$/.exec(req.url || '');
     if (!m) return res.writeHead(404).end();
     try {
-      const row = await driver.reveal(m[1]);
-      const body = JSON.stringify({ id: row.id, secret: 'x', revealedAt: new Date().toISOString() });
+      let body;
+      if (m[1] === 'list') body = JSON.stringify(await driver.list(m[2]));
+      else {
+        const row = await driver.reveal(m[2]);
+        body = JSON.stringify({ id: row.id, secret: 'x', revealedAt: new Date().toISOString() });
+      }
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
     } catch {
       res.writeHead(500).end();

@@ -190,6 +190,9 @@ async function point(name, url, connections, request, pid) {
   return row;
 }
 
+/** A list page's ids, field names and cursor (not the counters, which the reveal points change). */
+const shapeOf = (page) => JSON.stringify({ ids: page.items.map((k) => k.id), fields: page.items.map((k) => Object.keys(k).join()), nextCursor: page.nextCursor });
+
 const pick = (ids) => ids[(Math.random() * ids.length) | 0];
 
 function median(xs) {
@@ -238,6 +241,7 @@ async function main() {
     const serverArgs = [...(opts.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.join(__dirname, 'results')}`] : []), PKV, 'serve'];
     const rounds = [];
     let tokens;
+    let bareShape;
     for (let r = 1; r <= opts.rounds; r++) {
       // Baselines and product alternate, round by round, so that a slow spell of this shared machine falls on both.
       const round = [];
@@ -245,6 +249,9 @@ async function main() {
       log(`round ${r} of ${opts.rounds}: baselines`);
       const base = await startProcess([path.join(__dirname, 'baseline.js'), 'serve', tdb.url, '0'], env, /baseline listening on (http:\/\/\S+)/);
       for (const c of [1, 16]) round.push({ group: 'baseline-http', ...(await point('bare HTTP + driver', base.url, c, baseReq, base.pid)) });
+      const bareList = { method: 'GET', path: `/list/${seeded.projectId}` };
+      if (r === 1) bareShape = shapeOf(await (await fetch(base.url + bareList.path)).json());
+      round.push({ group: 'baseline-list', ...(await point('bare list 50', base.url, 16, bareList, base.pid)) });
       await stop(base.child);
       const inproc = await inprocess(tdb.url, seeded.ids, opts.duration, tdb.kind === 'mysql' ? 16 : 1);
       round.push({ group: 'baseline-inprocess', name: 'in-process driver', connections: tdb.kind === 'mysql' ? 16 : 1, rps: inproc.rps, p50: inproc.p50, p99: inproc.p99, requests: inproc.requests, non2xx: 0 });
@@ -260,6 +267,11 @@ async function main() {
       for (const c of [1, 16]) round.push({ group: 'reveal-session', ...(await point('reveal (session)', srv.url, c, reveal(tokens.owner), srv.pid)) });
       for (const c of [1, 16]) round.push({ group: 'reveal-api-token', ...(await point('reveal (API token)', srv.url, c, reveal(tokens.api), srv.pid)) });
       const list = { method: 'GET', path: `/api/v1/provider-keys?projectId=${seeded.projectId}&limit=50`, headers: { authorization: `Bearer ${tokens.admin}` } };
+      if (r === 1) {
+        // The bare list must answer the same page (ids, fields, cursor) as the product, or its figure means nothing.
+        const productShape = shapeOf(await (await fetch(srv.url + list.path, { headers: list.headers })).json());
+        if (productShape !== bareShape) throw new Error('the bare list and the product list answer different pages');
+      }
       round.push({ group: 'list', ...(await point(`list 50 of ${opts.keys}`, srv.url, 16, list, srv.pid)) });
       const create = {
         method: 'POST',
@@ -308,6 +320,7 @@ async function main() {
       revealSessionOverInProcess: ratio((round) => rps(round, 'reveal-session', c) / rps(round, 'baseline-inprocess')),
     };
   }
+  results.ratios.list = ratio((round) => rps(round, 'list') / rps(round, 'baseline-list'));
   results.ratiosByRound = results.rounds.map((round) => rps(round, 'reveal-session', 16) / rps(round, 'baseline-http', 16));
   fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true });
   fs.writeFileSync(path.join(__dirname, 'results', 'latest.json'), JSON.stringify(results, null, 2) + '\n');
@@ -321,6 +334,7 @@ async function main() {
   console.log(`\nheadline: reveal ÷ bare-HTTP baseline at 16 connections = ${r16.revealSessionOverBareHttp.toFixed(2)} (session), ${r16.revealApiTokenOverBareHttp.toFixed(2)} (API token); reveal ÷ in-process = ${r16.revealSessionOverInProcess.toFixed(2)}`);
   console.log(`  by round (session, 16 connections): ${results.ratiosByRound.map((x) => x.toFixed(2)).join(', ')}`);
   console.log(`at 1 connection: ${results.ratios.c1.revealSessionOverBareHttp.toFixed(2)} (session), ${results.ratios.c1.revealApiTokenOverBareHttp.toFixed(2)} (API token)`);
+  console.log(`list ÷ bare list at 16 connections = ${results.ratios.list.toFixed(2)}`);
   console.log(`keyring rotate: ${results.rotate.keysPerSecond.toFixed(0)} data keys/s at ${results.keys} keys; server RSS ${results.serverRssMb.toFixed(0)} MB after ${SETTLE_SECONDS} s idle (${results.serverRssAtEndOfLoadMb.toFixed(0)} MB at the end of the load, peak ${results.serverPeakRssMb.toFixed(0)} MB)`);
   console.log('written: bench/results/latest.json');
 }
