@@ -23,6 +23,17 @@ export type Row = Record<string, unknown>;
 export type Decide<T, W> = (rows: Row[], alongside: W) => { writes: Statement[]; result: T };
 
 
+/**
+ * MySQL: rows of bound values as a derived table (`SELECT ? AS a, ? AS b UNION ALL SELECT ?, ?…`), for an UPDATE
+ * joined to it on the primary key: one index lookup per row, where a CASE by id walks every arm for every row
+ * (n² comparisons per batch). SQLite caps a compound SELECT at 500 terms, so it keeps its CASE.
+ */
+export function derivedTable(columns: string[], rows: unknown[][]): Statement {
+  const first = `SELECT ${columns.map((c) => `? AS ${c}`).join(', ')}`;
+  const rest = `SELECT ${columns.map(() => '?').join(', ')}`;
+  return { sql: rows.map((_, i) => (i === 0 ? first : rest)).join(' UNION ALL '), params: rows.flat() };
+}
+
 /** Serializes work on SQLite's single connection: TypeORM shares one query runner, so two open transactions would interleave. */
 class Mutex {
   private tail: Promise<unknown> = Promise.resolve();

@@ -1,12 +1,29 @@
 import crypto from 'node:crypto';
 import type { EntityManager } from 'typeorm';
-import { execute, type Database } from '../../db/database';
+import { derivedTable, execute, type Database, type Statement } from '../../db/database';
 import type { Logger } from '../../logger';
 import { AuditChainHeadEntity, AuditEventEntity } from './audit-event.entity';
 
 export const GENESIS = '0'.repeat(64);
 const SEAL_BATCH = 500;
 const VERIFY_BATCH = 2000;
+
+type Sealed = { id: string; seq: number; hash: string };
+
+/** MySQL: the batch's links as a derived table joined on the primary key (see derivedTable). */
+function sealJoin(rows: Sealed[]): Statement {
+  const v = derivedTable(['id', 'seq', 'hash'], rows.map((r) => [r.id, r.seq, r.hash]));
+  return { sql: `UPDATE audit_events e JOIN (${v.sql}) v ON e.id = v.id SET e.seq = v.seq, e.chain_hash = v.hash WHERE e.seq IS NULL`, params: v.params };
+}
+
+/** SQLite: a CASE by id (cheap there beside the commit). */
+function sealCase(rows: Sealed[]): Statement {
+  const kase = () => `CASE id ${rows.map(() => 'WHEN ? THEN ?').join(' ')} END`;
+  return {
+    sql: `UPDATE audit_events SET seq = ${kase()}, chain_hash = ${kase()} WHERE id IN (${rows.map(() => '?').join(', ')}) AND seq IS NULL`,
+    params: [...rows.flatMap((r) => [r.id, r.seq]), ...rows.flatMap((r) => [r.id, r.hash]), ...rows.map((r) => r.id)],
+  };
+}
 
 /** The row's content in a fixed order; any change to a field changes its MAC. */
 function canonical(e: AuditEventEntity): string {
@@ -89,21 +106,14 @@ export class AuditChain {
     if (rows.length === 0) return 0;
     let seq = Number(head.seq);
     let hash = head.hash;
-    const seqArms: unknown[] = [];
-    const hashArms: unknown[] = [];
-    for (const row of rows) {
+    const sealed: Sealed[] = rows.map((row) => {
       seq += 1;
       hash = chainLink(this.key, hash, seq, row.row_mac);
-      seqArms.push(row.id, seq);
-      hashArms.push(row.id, hash);
-    }
+      return { id: row.id, seq, hash };
+    });
     // One statement for the batch: the sealer holds the head row's lock only briefly.
-    const kase = () => `CASE id ${rows.map(() => 'WHEN ? THEN ?').join(' ')} END`;
-    const affected = await execute(tx, `UPDATE audit_events SET seq = ${kase()}, chain_hash = ${kase()} WHERE id IN (${rows.map(() => '?').join(', ')}) AND seq IS NULL`, [
-      ...seqArms,
-      ...hashArms,
-      ...rows.map((r) => r.id),
-    ]);
+    const { sql, params } = tx.connection.options.type === 'mysql' ? sealJoin(sealed) : sealCase(sealed);
+    const affected = await execute(tx, sql, params);
     // The head lock makes this sealer the only writer of seq; if a row changed under it anyway, advancing the head
     // would make a gap that verify reports as tampering. Roll the batch back instead.
     if (affected !== undefined && affected !== rows.length) throw new Error(`audit sealing: ${affected} of ${rows.length} rows sealed; batch rolled back`);
