@@ -172,20 +172,50 @@ function cpuSeconds(pid) {
 }
 
 /**
+ * The MySQL/MariaDB server's pid when it runs on this machine (its CPU shares the two cores with the server and the
+ * load generator, so what each request costs it counts too); undefined for SQLite or a remote database.
+ */
+function localDatabasePid() {
+  const url = process.env.PKV_BENCH_MYSQL_URL;
+  if (!url || !['127.0.0.1', 'localhost', '[::1]'].includes(new URL(url).hostname)) return undefined;
+  for (const name of ['mariadbd', 'mysqld']) {
+    try {
+      const pid = Number(execFileSync('pgrep', ['-x', '-o', name]).toString().trim());
+      if (pid > 0) return pid;
+    } catch {
+      /* not running under this name */
+    }
+  }
+  return undefined;
+}
+const DB_PID = localDatabasePid();
+
+/** CPU the database server spent (µs per request) while `fn` ran `requests(result)` requests; undefined without a local one. */
+async function withDatabaseCpu(fn, requests) {
+  const before = DB_PID ? cpuSeconds(DB_PID) : 0;
+  const result = await fn();
+  return { result, dbCpuUsPerRequest: DB_PID ? ((cpuSeconds(DB_PID) - before) * 1e6) / Math.max(1, requests(result)) : undefined };
+}
+
+/**
  * One measured point. With the server's pid it also reports the server's CPU per request and how busy its core was:
- * steadier than req/s on a shared machine, and it tells a CPU-bound point from one waiting on the database.
+ * steadier than req/s on a shared machine, and it tells a CPU-bound point from one waiting on the database. With a
+ * local MySQL/MariaDB server, that server's CPU per request too.
  */
 async function point(name, url, connections, request, pid) {
   if (opts.warmup > 0) await load(url, connections, opts.warmup, request);
   const cpu0 = pid ? cpuSeconds(pid) : 0;
   const t0 = process.hrtime.bigint();
-  const r = await load(url, connections, opts.duration, request);
+  const { result: r, dbCpuUsPerRequest } = await withDatabaseCpu(() => load(url, connections, opts.duration, request), (res) => res.requests.total);
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = pid ? cpuSeconds(pid) - cpu0 : undefined;
   const non2xx = r.non2xx + r.errors + r.timeouts;
   const row = { name, connections, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, requests: r.requests.total, non2xx };
   if (cpu !== undefined) Object.assign(row, { cpuUsPerRequest: (cpu * 1e6) / Math.max(1, r.requests.total), serverBusy: cpu / wall });
-  const cpuText = cpu === undefined ? '' : `  cpu ${row.cpuUsPerRequest.toFixed(0).padStart(4)} µs/req, core ${(100 * row.serverBusy).toFixed(0).padStart(3)}% busy`;
+  if (dbCpuUsPerRequest !== undefined) row.dbCpuUsPerRequest = dbCpuUsPerRequest;
+  const cpuText =
+    (cpu === undefined ? '' : `  cpu ${row.cpuUsPerRequest.toFixed(0).padStart(4)} µs/req, core ${(100 * row.serverBusy).toFixed(0).padStart(3)}% busy`) +
+    (dbCpuUsPerRequest === undefined ? '' : `, db ${dbCpuUsPerRequest.toFixed(0).padStart(4)} µs/req`);
   log(`  ${name.padEnd(28)} c=${String(connections).padEnd(3)} ${row.rps.toFixed(0).padStart(6)} req/s  p50 ${String(row.p50).padStart(4)} ms  p99 ${String(row.p99).padStart(4)} ms${cpuText}${non2xx ? `  (${non2xx} non-2xx/errors!)` : ''}`);
   return row;
 }
@@ -253,8 +283,8 @@ async function main() {
       if (r === 1) bareShape = shapeOf(await (await fetch(base.url + bareList.path)).json());
       round.push({ group: 'baseline-list', ...(await point('bare list 50', base.url, 16, bareList, base.pid)) });
       await stop(base.child);
-      const inproc = await inprocess(tdb.url, seeded.ids, opts.duration, tdb.kind === 'mysql' ? 16 : 1);
-      round.push({ group: 'baseline-inprocess', name: 'in-process driver', connections: tdb.kind === 'mysql' ? 16 : 1, rps: inproc.rps, p50: inproc.p50, p99: inproc.p99, requests: inproc.requests, non2xx: 0 });
+      const { result: inproc, dbCpuUsPerRequest } = await withDatabaseCpu(() => inprocess(tdb.url, seeded.ids, opts.duration, tdb.kind === 'mysql' ? 16 : 1), (res) => res.requests);
+      round.push({ group: 'baseline-inprocess', name: 'in-process driver', connections: tdb.kind === 'mysql' ? 16 : 1, rps: inproc.rps, p50: inproc.p50, p99: inproc.p99, requests: inproc.requests, non2xx: 0, ...(dbCpuUsPerRequest === undefined ? {} : { dbCpuUsPerRequest }) });
       log(`  in-process driver            ${inproc.rps.toFixed(0).padStart(6)} tx/s   p50 ${inproc.p50.toFixed(2)} ms  p99 ${inproc.p99.toFixed(2)} ms`);
       await cleanup(tdb.url);
 
@@ -296,6 +326,7 @@ async function main() {
       p50: median(rounds.map((round) => round[i].p50)),
       p99: median(rounds.map((round) => round[i].p99)),
       ...(p.cpuUsPerRequest === undefined ? {} : { cpuUsPerRequest: median(rounds.map((round) => round[i].cpuUsPerRequest)), serverBusy: median(rounds.map((round) => round[i].serverBusy)) }),
+      ...(p.dbCpuUsPerRequest === undefined ? {} : { dbCpuUsPerRequest: median(rounds.map((round) => round[i].dbCpuUsPerRequest)) }),
       requests: rounds.reduce((n, round) => n + round[i].requests, 0),
       non2xx: rounds.reduce((n, round) => n + round[i].non2xx, 0),
     }));
@@ -327,10 +358,11 @@ async function main() {
 
   const r16 = results.ratios.c16;
   console.log(`\nprovider-key-vault bench — ${results.database}, ${results.keys} keys, ${opts.duration} s per point, median of ${opts.rounds} round(s), ${pinned ? 'server core 0 / load core 1' : 'unpinned'}`);
-  console.log('| point | conns | req/s | p50 ms | p99 ms | server CPU µs/req | server core busy |');
-  console.log('|---|---|---|---|---|---|---|');
+  console.log(`| point | conns | req/s | p50 ms | p99 ms | server CPU µs/req | server core busy |${DB_PID ? ' database CPU µs/req |' : ''}`);
+  console.log(`|---|---|---|---|---|---|---|${DB_PID ? '---|' : ''}`);
   const cpuCells = (p) => (p.cpuUsPerRequest === undefined ? '| | ' : `| ${p.cpuUsPerRequest.toFixed(0)} | ${(100 * p.serverBusy).toFixed(0)}% `);
-  for (const p of results.points) console.log(`| ${p.name} | ${p.connections} | ${p.rps.toFixed(0)} | ${Number(p.p50).toFixed(1)} | ${Number(p.p99).toFixed(1)} ${cpuCells(p)}|`);
+  const dbCell = (p) => (DB_PID ? `| ${p.dbCpuUsPerRequest === undefined ? '' : p.dbCpuUsPerRequest.toFixed(0)} ` : '');
+  for (const p of results.points) console.log(`| ${p.name} | ${p.connections} | ${p.rps.toFixed(0)} | ${Number(p.p50).toFixed(1)} | ${Number(p.p99).toFixed(1)} ${cpuCells(p)}${dbCell(p)}|`);
   console.log(`\nheadline: reveal ÷ bare-HTTP baseline at 16 connections = ${r16.revealSessionOverBareHttp.toFixed(2)} (session), ${r16.revealApiTokenOverBareHttp.toFixed(2)} (API token); reveal ÷ in-process = ${r16.revealSessionOverInProcess.toFixed(2)}`);
   console.log(`  by round (session, 16 connections): ${results.ratiosByRound.map((x) => x.toFixed(2)).join(', ')}`);
   console.log(`at 1 connection: ${results.ratios.c1.revealSessionOverBareHttp.toFixed(2)} (session), ${results.ratios.c1.revealApiTokenOverBareHttp.toFixed(2)} (API token)`);
