@@ -4,11 +4,12 @@
 // `node bench/baseline.js serve` is the bare node:http server; `inprocess` is the same transaction in a loop.
 // The server also answers a bare key list (the same page of 50 with a project filter, one statement, the same JSON
 // shape), the limit for the list point: no authentication, no validation, no logging.
+// `node bench/baseline.js proxy UPSTREAM_ORIGIN [PORT]` is the bare forwarding proxy, the gateway's limit (baseline 3).
 const crypto = require('node:crypto');
 const http = require('node:http');
 
 const LIST_SQL =
-  "SELECT id, name, provider, hint, status, owner_id, project_id, remark, created_by, created_at, updated_at, expires_at, last_revealed_at, reveal_count FROM provider_keys WHERE project_id = ? AND status <> 'deleted' ORDER BY id DESC LIMIT 51";
+  "SELECT id, name, provider, hint, status, owner_id, project_id, remark, base_url, created_by, created_at, updated_at, expires_at, last_revealed_at, reveal_count, health_status, health_checked_at, health_detail, health_probe_model FROM provider_keys WHERE project_id = ? AND status <> 'deleted' ORDER BY id DESC LIMIT 51";
 const iso = (v) => (v == null ? null : new Date(Number(v)).toISOString());
 const listed = (r) => ({
   id: r.id,
@@ -19,12 +20,15 @@ const listed = (r) => ({
   ownerId: r.owner_id,
   projectId: r.project_id,
   remark: r.remark ?? null,
+  baseUrl: r.base_url ?? null,
   createdBy: r.created_by,
   createdAt: iso(r.created_at),
   updatedAt: iso(r.updated_at),
   expiresAt: iso(r.expires_at),
   lastRevealedAt: iso(r.last_revealed_at),
   revealCount: Number(r.reveal_count),
+  health: { status: r.health_status ?? 'unknown', checkedAt: iso(r.health_checked_at), detail: r.health_detail ?? null },
+  healthProbe: r.health_probe_model ? { model: r.health_probe_model } : null,
 });
 function page(rows) {
   const items = rows.slice(0, 50).map(listed);
@@ -107,6 +111,51 @@ async function serve(dbUrl, port) {
   process.on('SIGTERM', () => server.close(() => driver.close().then(() => process.exit(0))));
 }
 
+// Hop-by-hop headers, and Host (the upstream request gets its own).
+const NOT_PASSED = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'host']);
+
+/** Headers without the hop-by-hop ones (and those the Connection header names), nor `drop`. */
+function endToEnd(headers, drop) {
+  const listed = String(headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim());
+  const out = {};
+  for (const [name, value] of Object.entries(headers)) if (value !== undefined && name !== drop && !NOT_PASSED.has(name) && !listed.includes(name)) out[name] = value;
+  return out;
+}
+
+/**
+ * The minimum a forwarding proxy does: checks the client's credential (PKV_BENCH_PROXY_KEY), swaps it for the real one
+ * (PKV_BENCH_STANDIN_KEY), streams the request up and the answer back over keep-alive connections (undici, as the
+ * gateway), drops hop-by-hop headers. Nothing else: no key lookup, no decryption, no scrubbing, no usage, no log.
+ */
+function proxy(upstream, port) {
+  const { Agent } = require('undici');
+  const { pipeline } = require('node:stream/promises');
+  const clientAuth = `Bearer ${process.env.PKV_BENCH_PROXY_KEY}`;
+  const realAuth = `Bearer ${process.env.PKV_BENCH_STANDIN_KEY}`;
+  const origin = new URL(upstream).origin;
+  const agent = new Agent();
+  const server = http.createServer(async (req, res) => {
+    if (req.headers.authorization !== clientAuth) {
+      req.resume();
+      return res.writeHead(401).end();
+    }
+    const headers = endToEnd(req.headers, 'authorization');
+    headers.authorization = realAuth;
+    const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    try {
+      const answer = await agent.request({ origin, path: req.url, method: req.method, headers, body: hasBody ? req : null });
+      res.writeHead(answer.statusCode, endToEnd(answer.headers));
+      await pipeline(answer.body, res);
+    } catch {
+      if (res.headersSent) res.destroy();
+      else res.writeHead(502).end();
+    }
+  });
+  server.keepAliveTimeout = 65000;
+  server.listen(port, '127.0.0.1', () => process.stdout.write(`proxy listening on http://127.0.0.1:${server.address().port}\n`));
+  process.on('SIGTERM', () => server.close(() => agent.close().then(() => process.exit(0))));
+}
+
 async function inprocess(dbUrl, ids, seconds, concurrency) {
   const driver = open(dbUrl);
   const latencies = [];
@@ -148,8 +197,9 @@ module.exports = { inprocess, cleanup };
 if (require.main === module) {
   const [mode, dbUrl, port] = process.argv.slice(2);
   if (mode === 'serve') serve(dbUrl, Number(port || 0));
+  else if (mode === 'proxy') proxy(dbUrl, Number(port || 0));
   else {
-    process.stderr.write('usage: node bench/baseline.js serve DB_URL [PORT]\n');
+    process.stderr.write('usage: node bench/baseline.js serve DB_URL [PORT] | proxy UPSTREAM_ORIGIN [PORT]\n');
     process.exit(2);
   }
 }

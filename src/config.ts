@@ -5,17 +5,41 @@ import crypto from 'node:crypto';
 import { z } from 'zod';
 import net from 'node:net';
 import proxyaddr from 'proxy-addr';
+import type { MasterKey } from './crypto/keyring';
+
+export type { MasterKey };
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
-export interface MasterKey {
-  version: number;
-  key: Buffer;
+export type DatabaseConfig = ({ kind: 'sqlite'; path: string } | { kind: 'mysql'; url: string }) & {
+  /** Lock waits (SQLite busy_timeout, MySQL session lock-wait timeouts) and waits for a pooled connection. */
+  timeoutMs?: number;
+};
+
+export interface GatewayConfig {
+  connectTimeoutMs: number;
+  firstByteTimeoutMs: number;
+  idleTimeoutMs: number;
+  bodyLimitBytes: number;
 }
 
-export type DatabaseConfig =
-  | { kind: 'sqlite'; path: string }
-  | { kind: 'mysql'; url: string };
+export interface HealthConfig {
+  /** Whether this process runs the scheduler (active checks and expiry notices). */
+  scheduler: boolean;
+  intervalMs: number;
+  concurrency: number;
+  timeoutMs: number;
+}
+
+export interface WebhookConfig {
+  /** Whether this process sends deliveries (any process still records them). */
+  dispatcher: boolean;
+  timeoutMs: number;
+  /** First retry after this; each later one waits twice as long, at most 4 h apart. */
+  retryBaseMs: number;
+  /** How long a delivery is retried, and how long a webhook may fail without a success before it is disabled. */
+  retryForMs: number;
+}
 
 export interface Config {
   nodeEnv: 'development' | 'production' | 'test';
@@ -25,6 +49,8 @@ export interface Config {
   jwtTtlSeconds: number;
   host: string;
   port: number;
+  /** The separate, credential-free metrics listener; undefined (off) unless PKV_METRICS_PORT is set. */
+  metrics: { host: string; port: number } | undefined;
   dataDir: string;
   bootstrapAdminPassword: string | undefined;
   revealRateLimit: number;
@@ -33,6 +59,14 @@ export interface Config {
   logLevel: 'error' | 'warn' | 'info' | 'http' | 'verbose' | 'debug';
   scryptCost: number;
   redisUrl: string | undefined;
+  gateway: GatewayConfig;
+  /** Seconds between audit checkpoints written while the sealer advances the chain (and one at shutdown). */
+  auditCheckpointIntervalSeconds: number;
+  /** Audit exports and verifies in flight at once, per user and on this instance in all. */
+  auditJobsPerUser: number;
+  auditJobsTotal: number;
+  health: HealthConfig;
+  webhooks: WebhookConfig;
   /** Names of secrets generated into the data dir by this start (dev only). */
   generated: readonly string[];
 }
@@ -47,12 +81,48 @@ export class ConfigError extends Error {
 /** Secret variables accept `<NAME>_FILE` as an alternative, never both. */
 const SECRET_VARS = ['PKV_MASTER_KEYS', 'PKV_MASTER_KEY', 'PKV_JWT_SECRET', 'PKV_BOOTSTRAP_ADMIN_PASSWORD', 'PKV_DATABASE_URL', 'PKV_REDIS_URL'] as const;
 
+const onOff = z.enum(['on', 'off'], { error: 'must be on or off' });
+
 const intIn = (min: number, max: number) =>
   z
     .string()
     .regex(/^\d+$/, `must be a whole number from ${min} to ${max}`)
     .transform(Number)
     .refine((n) => n >= min && n <= max, `must be a whole number from ${min} to ${max}`);
+
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+const spoken = (ms: number) => (ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+
+/** A duration with a unit (`250ms`, `10s`, `5m`, `6h`; a bare number is seconds), as milliseconds within [min, max]. */
+const duration = (fallback: string, minMs: number, maxMs: number) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((v, ctx) => {
+      const m = /^(\d+)(ms|s|m|h)?$/.exec(v.trim());
+      const ms = m ? Number(m[1]) * UNIT_MS[(m[2] ?? 's') as keyof typeof UNIT_MS] : NaN;
+      if (!(ms >= minMs && ms <= maxMs)) {
+        ctx.addIssue({ code: 'custom', message: `must be a duration from ${spoken(minMs)} to ${spoken(maxMs)}, like ${fallback}` });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+/** A size in bytes, with an optional binary unit (`512k`, `8m`), within [min, max]. */
+const size = (fallback: string, min: number, max: number) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((v, ctx) => {
+      const m = /^(\d+)(k|m|kb|mb|kib|mib)?$/i.exec(v.trim());
+      const unit = m?.[2]?.[0]?.toLowerCase();
+      const bytes = m ? Number(m[1]) * (unit === 'k' ? 1024 : unit === 'm' ? 1024 * 1024 : 1) : NaN;
+      if (!(bytes >= min && bytes <= max)) {
+        ctx.addIssue({ code: 'custom', message: `must be a size from ${min} bytes to ${max / 1024 / 1024} MiB, like ${fallback}` });
+        return z.NEVER;
+      }
+      return bytes;
+    });
 
 const schema = z.object({
   NODE_ENV: z
@@ -85,12 +155,18 @@ const schema = z.object({
     .refine((v) => net.isIP(v) !== 0 || HOSTNAME.test(v), 'must be an IP address or a host name')
     .describe('listen address'),
   PKV_PORT: intIn(0, 65535).default(8080).describe('listen port'),
+  PKV_METRICS_HOST: z
+    .string()
+    .refine((v) => net.isIP(v) !== 0 || HOSTNAME.test(v), 'must be an IP address or a host name')
+    .optional()
+    .describe('metrics: listen address of the separate GET /metrics listener (no credentials asked there); default 127.0.0.1'),
+  PKV_METRICS_PORT: intIn(0, 65535).optional().describe('metrics: port of the separate GET /metrics listener; unset: no such listener (API tokens with metrics:read still read GET /api/v1/metrics)'),
   PKV_DATA_DIR: z
     .string()
     .min(1)
     .default('./data')
     .refine((v) => !fs.existsSync(v) || fs.statSync(v).isDirectory(), 'exists but is not a directory')
-    .describe('where dev files live'),
+    .describe('where dev files and the audit checkpoint file live'),
   PKV_BOOTSTRAP_ADMIN_PASSWORD: z
     .string()
     .min(12, 'must be at least 12 characters')
@@ -110,6 +186,22 @@ const schema = z.object({
     .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
     .optional()
     .describe('shared rate-limit state for several instances'),
+  PKV_GATEWAY_CONNECT_TIMEOUT: duration('10s', 100, 120_000).describe('gateway: time to open a connection to a provider'),
+  PKV_GATEWAY_FIRST_BYTE_TIMEOUT: duration('600s', 100, 3_600_000).describe('gateway: time from sending a request to the provider’s answer headers'),
+  PKV_GATEWAY_IDLE_TIMEOUT: duration('300s', 100, 3_600_000).describe('gateway: longest silence within a provider’s answer body (a stream)'),
+  PKV_GATEWAY_BODY_LIMIT: size('8m', 1024, 1024 * 1024 * 1024).describe('gateway: largest request body forwarded (larger: 413)'),
+  PKV_AUDIT_CHECKPOINT_INTERVAL: intIn(1, 3600).default(10).describe('seconds between audit chain checkpoints written to the data dir'),
+  PKV_AUDIT_CONCURRENCY_PER_USER: intIn(1, 100).default(2).describe('audit exports and verifies one user may run at once'),
+  PKV_AUDIT_CONCURRENCY: intIn(1, 1000).default(8).describe('audit exports and verifies this instance runs at once'),
+  PKV_DB_WAIT_TIMEOUT: intIn(1, 600).default(5).describe('seconds a database lock wait or a wait for a pooled connection may take before the request fails with 503'),
+  PKV_HEALTH_SCHEDULER: onOff.optional().describe('health: run the scheduler here (active checks, expiry notices): on or off; default on, off when NODE_ENV=test'),
+  PKV_HEALTH_CHECK_INTERVAL: duration('6h', 60_000, 7 * 24 * 3_600_000).describe('health: time between two checks of one key (each jittered by up to ±10%)'),
+  PKV_HEALTH_CHECK_CONCURRENCY: intIn(1, 64).default(4).describe('health: checks run at once by one instance'),
+  PKV_HEALTH_CHECK_TIMEOUT: duration('10s', 100, 120_000).describe('health: time for one check call to a provider (longer: upstream_error)'),
+  PKV_WEBHOOK_DISPATCHER: onOff.optional().describe('webhooks: send deliveries from this instance: on or off; default on, off when NODE_ENV=test'),
+  PKV_WEBHOOK_TIMEOUT: duration('10s', 100, 60_000).describe('webhooks: time for a receiver to answer one delivery (longer: a failed attempt)'),
+  PKV_WEBHOOK_RETRY_BASE: duration('30s', 100, 3_600_000).describe('webhooks: wait before the first retry; each later retry waits twice as long, at most 4h'),
+  PKV_WEBHOOK_RETRY_FOR: duration('24h', 1000, 7 * 24 * 3_600_000).describe('webhooks: how long a delivery is retried; a webhook failing that long without a success is disabled'),
 });
 
 type RawEnv = Record<string, string | undefined>;
@@ -249,7 +341,7 @@ export function loadConfig(env: RawEnv = process.env, options: LoadOptions = {})
   const e = parsed.data;
   const production = e.NODE_ENV === 'production';
   const dataDir = path.resolve(e.PKV_DATA_DIR);
-  const database = parseDatabaseUrl(e.PKV_DATABASE_URL, problems);
+  const database: DatabaseConfig = { ...parseDatabaseUrl(e.PKV_DATABASE_URL, problems), timeoutMs: e.PKV_DB_WAIT_TIMEOUT * 1000 };
   const generated: string[] = [];
   const mayGenerate = !production && options.generateDevSecrets !== false;
 
@@ -288,6 +380,14 @@ export function loadConfig(env: RawEnv = process.env, options: LoadOptions = {})
 
   const trustProxy = parseTrustProxy(e.PKV_TRUST_PROXY, problems);
 
+  if (e.PKV_METRICS_HOST !== undefined && e.PKV_METRICS_PORT === undefined) {
+    problems.push('PKV_METRICS_HOST: set PKV_METRICS_PORT too (the metrics listener is off without a port)');
+  }
+  const metricsHost = e.PKV_METRICS_HOST ?? '127.0.0.1';
+  if (e.PKV_METRICS_PORT !== undefined && e.PKV_METRICS_PORT !== 0 && e.PKV_METRICS_PORT === e.PKV_PORT) {
+    problems.push(`PKV_METRICS_PORT: ${e.PKV_METRICS_PORT} is PKV_PORT too; the metrics listener needs a port of its own`);
+  }
+
   if (problems.length > 0) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -298,6 +398,7 @@ export function loadConfig(env: RawEnv = process.env, options: LoadOptions = {})
     jwtTtlSeconds: e.PKV_JWT_TTL,
     host: e.PKV_HOST,
     port: e.PKV_PORT,
+    metrics: e.PKV_METRICS_PORT === undefined ? undefined : Object.freeze({ host: metricsHost, port: e.PKV_METRICS_PORT }),
     dataDir,
     bootstrapAdminPassword: e.PKV_BOOTSTRAP_ADMIN_PASSWORD,
     revealRateLimit: e.PKV_REVEAL_RATE_LIMIT,
@@ -306,6 +407,28 @@ export function loadConfig(env: RawEnv = process.env, options: LoadOptions = {})
     logLevel: e.PKV_LOG_LEVEL,
     scryptCost: e.PKV_SCRYPT_COST,
     redisUrl: e.PKV_REDIS_URL,
+    gateway: Object.freeze({
+      connectTimeoutMs: e.PKV_GATEWAY_CONNECT_TIMEOUT,
+      firstByteTimeoutMs: e.PKV_GATEWAY_FIRST_BYTE_TIMEOUT,
+      idleTimeoutMs: e.PKV_GATEWAY_IDLE_TIMEOUT,
+      bodyLimitBytes: e.PKV_GATEWAY_BODY_LIMIT,
+    }),
+    auditCheckpointIntervalSeconds: e.PKV_AUDIT_CHECKPOINT_INTERVAL,
+    auditJobsPerUser: e.PKV_AUDIT_CONCURRENCY_PER_USER,
+    auditJobsTotal: e.PKV_AUDIT_CONCURRENCY,
+    // Background work is off under test unless a test asks for it: tests drive it with their own clock.
+    health: Object.freeze({
+      scheduler: (e.PKV_HEALTH_SCHEDULER ?? (e.NODE_ENV === 'test' ? 'off' : 'on')) === 'on',
+      intervalMs: e.PKV_HEALTH_CHECK_INTERVAL,
+      concurrency: e.PKV_HEALTH_CHECK_CONCURRENCY,
+      timeoutMs: e.PKV_HEALTH_CHECK_TIMEOUT,
+    }),
+    webhooks: Object.freeze({
+      dispatcher: (e.PKV_WEBHOOK_DISPATCHER ?? (e.NODE_ENV === 'test' ? 'off' : 'on')) === 'on',
+      timeoutMs: e.PKV_WEBHOOK_TIMEOUT,
+      retryBaseMs: e.PKV_WEBHOOK_RETRY_BASE,
+      retryForMs: e.PKV_WEBHOOK_RETRY_FOR,
+    }),
     generated: Object.freeze(generated),
   });
 }

@@ -24,6 +24,13 @@ export class ForbiddenError extends AppError {
     super(message);
   }
 }
+/** A session whose password someone else chose: it must change it first (POST /auth/password). */
+export class PasswordChangeRequiredError extends AppError {
+  readonly code = 'password_change_required';
+  constructor(message = 'Your password was set by someone else: change it (POST /auth/password) before doing anything else') {
+    super(message);
+  }
+}
 export class NotFoundError extends AppError {
   readonly code = 'not_found';
   constructor(message = 'Not found') {
@@ -60,6 +67,20 @@ export class RateLimitedError extends AppError {
 export class UnavailableError extends AppError {
   readonly code = 'unavailable';
   constructor(message = 'The service is temporarily unavailable', cause?: unknown) {
+    super(message, { cause });
+  }
+}
+/** The provider behind the gateway could not be reached, or broke off its answer. */
+export class BadGatewayError extends AppError {
+  readonly code = 'bad_gateway';
+  constructor(message = 'The provider could not be reached', cause?: unknown) {
+    super(message, { cause });
+  }
+}
+/** The provider behind the gateway did not connect or answer in time. */
+export class GatewayTimeoutError extends AppError {
+  readonly code = 'gateway_timeout';
+  constructor(message = 'The provider did not answer in time', cause?: unknown) {
     super(message, { cause });
   }
 }

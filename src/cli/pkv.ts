@@ -5,21 +5,28 @@ import fs from 'node:fs';
 import tlsModule from 'node:tls';
 import { once } from 'node:events';
 import { Command, CommanderError, Option } from 'commander';
+import type { z } from 'zod';
 import { Presets, SingleBar } from 'cli-progress';
+import winston from 'winston';
 import { ConfigError, loadConfig, Config } from '../config';
 import { createLogger, Logger } from '../logger';
-import { openDatabase } from '../db/database';
+import { openDatabase } from '../db/data-source';
 import { buildContainer, Container } from '../container';
 import { openMigrated, start, StartupError, TlsMaterial } from '../main';
-import { trimWhenIdle } from '../idle-trim';
-import { Keyring, KeyringMismatchError } from '../crypto/keyring';
+import { Keyring } from '../crypto/keyring';
+import { KeyringMismatchError, KeyringService } from '../modules/keyring/keyring.service';
 import { ensureSelfSigned } from '../crypto/self-signed';
 import { AppError } from '../errors';
 import { cliActor, SCOPES, Scope } from '../modules/auth/actor';
 import { ROLES, Role } from '../modules/users/user.entity';
 import { AUDIT_ACTIONS, AUDIT_OUTCOMES } from '../modules/audit/audit-event.entity';
 import { exportAuditQuery } from '../modules/audit/audit.schemas';
-import { password as passwordSchema, username as usernameSchema } from '../modules/users/users.schemas';
+import { createUserBody, password as passwordSchema, username as usernameSchema } from '../modules/users/users.schemas';
+import { createTokenBody } from '../modules/api-tokens/api-tokens.schemas';
+import { createVirtualKeyBody } from '../modules/gateway/virtual-keys.schemas';
+import { isUuid } from '../ids';
+import { MYSQL_REFUSAL, takeBackup, verifyBackup, VerifyReport } from '../modules/backup/backup';
+import { acceptRestore, installBackup, inUse, occupiedBy } from '../modules/backup/restore';
 
 /** An expected failure: one line on stderr and a non-zero exit, no stack. */
 class CliError extends Error {
@@ -42,7 +49,6 @@ function config(): Config {
 
 /** CLI commands log only warnings to stderr so their stdout stays clean for scripts. */
 function quietLogger(c: Config): Logger {
-  const winston = require('winston') as typeof import('winston');
   return createLogger(c.logLevel === 'debug' ? 'debug' : 'warn', [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'http', 'verbose', 'debug'] })]);
 }
 
@@ -53,9 +59,14 @@ async function withContainer<T>(fn: (c: Container) => Promise<T>): Promise<T> {
   try {
     const c = await buildContainer(cfg, quietLogger(cfg), db);
     try {
+      // The first use after `pkv restore` (a command, not only `serve`) accepts the rewound trail once and audits it.
+      await acceptRestore(c);
       return await fn(c);
     } finally {
       await c.usage.stop();
+      // Anchors what this command sealed (verify and export seal first) in the data dir's checkpoint file.
+      await c.audit.chain.flush();
+      await c.gateway.close();
       // A Redis client (PKV_REDIS_URL) keeps the event loop alive: left open, the command would never exit.
       await c.limits.close();
     }
@@ -77,6 +88,13 @@ async function passwordFrom(fromStdin: boolean | undefined): Promise<{ password:
   const ok = passwordSchema.safeParse(password);
   if (!ok.success) throw new CliError(`password: ${ok.error.issues[0].message}`, 2);
   return { password, generated: false };
+}
+
+/** An option holding free text, checked and cleaned by the API's own schema for that field. */
+function textOption<S extends z.ZodType>(schema: S, value: string, option: string): z.output<S> {
+  const ok = schema.safeParse(value);
+  if (!ok.success) throw new CliError(`${option}: ${ok.error.issues[0].message}`, 2);
+  return ok.data;
 }
 
 export function buildProgram(): Command {
@@ -128,16 +146,12 @@ export function buildProgram(): Command {
         console.log(`\nFirst admin created. Username: admin  Password: ${running.bootstrapPassword}\nThis password is shown once; change it after signing in (POST /api/v1/auth/password).\n`);
       }
       console.log(`provider-key-vault listening on ${running.url}`);
-      const mb = (bytes: number) => Math.round(bytes / 2 ** 20);
-      const trim = trimWhenIdle(running.server, {
-        onTrim: (t) => logger.debug('gave back the heap grown under load', { event: 'server.heap_trimmed', heapBeforeMb: mb(t.heapBefore), heapAfterMb: mb(t.heapAfter), pauseMs: Math.round(t.pauseMs) }),
-      });
+      if (running.metricsUrl) console.log(`metrics (Prometheus) on ${running.metricsUrl}`);
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
         logger.info('shutting down', { event: 'server.stopping', signal });
-        trim.stop();
         running.close().then(
           () => process.exit(0),
           () => process.exit(1),
@@ -164,7 +178,7 @@ export function buildProgram(): Command {
   const user = program.command('user').description('manage IAM users');
   user
     .command('create')
-    .description('create a user (a random password is printed when --password-stdin is not given)')
+    .description('create a user (a random password is printed when --password-stdin is not given); they must change it at the first sign-in')
     .requiredOption('--username <username>', 'login name')
     .addOption(new Option('--role <role>', 'role').choices(ROLES as unknown as string[]).makeOptionMandatory())
     .option('--display-name <name>', 'display name')
@@ -172,14 +186,16 @@ export function buildProgram(): Command {
     .action(async (opts: { username: string; role: Role; displayName?: string; passwordStdin?: boolean }) => {
       const name = usernameSchema.safeParse(opts.username);
       if (!name.success) throw new CliError(`--username: ${name.error.issues[0].message}`, 2);
+      const displayName = opts.displayName === undefined ? undefined : textOption(createUserBody.shape.displayName, opts.displayName, '--display-name');
       const { password, generated } = await passwordFrom(opts.passwordStdin);
-      const created = await withContainer((c) => c.users.create(cliActor(null), { username: opts.username, password, role: opts.role, displayName: opts.displayName }));
+      // The operator chose this password, not the user: it must be changed at the first sign-in.
+      const created = await withContainer((c) => c.users.create(cliActor(null), { username: opts.username, password, role: opts.role, displayName, mustChangePassword: true }));
       console.log(`created ${created.role} ${created.username} (${created.id})`);
       if (generated) console.log(`password: ${password}\n(shown once)`);
     });
   user
     .command('reset-password')
-    .description('set a new password (random, printed once, unless --password-stdin); the user’s sessions end')
+    .description('set a new password (random, printed once, unless --password-stdin), to be changed at the next sign-in; the user’s sessions end')
     .requiredOption('--username <username>', 'login name')
     .option('--password-stdin', 'read the password from standard input')
     .action(async (opts: { username: string; passwordStdin?: boolean }) => {
@@ -201,13 +217,51 @@ export function buildProgram(): Command {
       return Number(v);
     })
     .action(async (opts: { username: string; name: string; scope: Scope[]; expiresInDays?: number }) => {
+      const name = textOption(createTokenBody.shape.name, opts.name, '--name');
       const issued = await withContainer(async (c) => {
         const u = await c.users.findByUsername(opts.username);
         if (!u) throw new CliError(`no user named "${opts.username}"`, 1);
-        return c.apiTokens.create(cliActor(null), { userId: u.id, name: opts.name, scopes: opts.scope, expiresInDays: opts.expiresInDays });
+        return c.apiTokens.create(cliActor(null), { userId: u.id, name, scopes: opts.scope, expiresInDays: opts.expiresInDays });
       });
       console.error(`token ${issued.id} for ${opts.username}, scopes ${issued.scopes.join(' ')}, expires ${issued.expiresAt} (shown once):`);
       console.log(issued.token);
+    });
+
+  const virtualKey = program.command('virtual-key').description('gateway virtual keys: use a provider key through /gateway without seeing it');
+  const whole = (flag: string, max: number) => (v: string) => {
+    if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > max) throw new CliError(`${flag}: must be a whole number from 1 to ${max}`, 2);
+    return Number(v);
+  };
+  virtualKey
+    .command('create')
+    .description('make a virtual key for a provider key (printed once), with the rights of a reveal: as the key’s owner, or as an admin giving a reason')
+    .requiredOption('--key-id <uuid>', 'the provider key it uses')
+    .requiredOption('--name <name>', 'what it is for')
+    .option('--models <model...>', 'only these models (default: any)')
+    .option('--expires-in-days <days>', 'lifetime, 1–365 (default 90)', whole('--expires-in-days', 365))
+    .option('--daily-request-limit <n>', 'calls per UTC day (default: no limit)', whole('--daily-request-limit', 1_000_000_000))
+    .option('--daily-token-limit <n>', 'prompt + completion tokens per UTC day (default: no limit)', whole('--daily-token-limit', 1_000_000_000_000))
+    .option('--username <username>', 'the user it acts as (default: the key’s owner)')
+    .option('--reason <text>', 'why, when --username is not the key’s owner (admins only; audited)')
+    .action(async (opts: { keyId: string; name: string; models?: string[]; expiresInDays?: number; dailyRequestLimit?: number; dailyTokenLimit?: number; username?: string; reason?: string }) => {
+      if (!isUuid(opts.keyId)) throw new CliError('--key-id: must be a UUID', 2);
+      // The same schema as POST /provider-keys/:id/virtual-keys, so both refuse the same values.
+      const parsed = createVirtualKeyBody.safeParse({ name: opts.name, models: opts.models, expiresInDays: opts.expiresInDays, dailyRequestLimit: opts.dailyRequestLimit, dailyTokenLimit: opts.dailyTokenLimit, reason: opts.reason });
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        const flag = String(issue.path[0]).replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+        throw new CliError(`--${flag}: ${issue.message}`, 2);
+      }
+      const { reason, ...input } = parsed.data;
+      const { issued, username } = await withContainer(async (c) => {
+        const keyId = opts.keyId.toLowerCase();
+        const user = opts.username ? await c.users.findByUsername(opts.username) : await c.users.get(cliActor(null), (await c.providerKeys.get(cliActor(null), keyId)).ownerId);
+        if (!user) throw new CliError(`no user named "${opts.username}"`, 1);
+        if (user.status !== 'active') throw new CliError(`${user.username} is disabled: a virtual key acting as them would not work`, 1);
+        return { issued: await c.virtualKeys.create(cliActor(user), keyId, { ...input, reason: reason || undefined }), username: user.username };
+      });
+      console.error(`virtual key ${issued.id} for key ${issued.keyId}, acting as ${username}, expires ${issued.expiresAt} (shown once):`);
+      console.log(issued.virtualKey);
     });
 
   const keyring = program.command('keyring').description('master key operations');
@@ -227,7 +281,7 @@ export function buildProgram(): Command {
       // operator needs it most (a version missing from the configuration).
       const db = await openMigrated(cfg);
       try {
-        const rows = await keyring.rowsByVersion(db);
+        const rows = await new KeyringService(db, keyring).rowsByVersion();
         console.log(`active version: ${keyring.activeVersion}; configured: ${keyring.versions.join(', ')}`);
         console.log('version  provider_keys  system_keys  total');
         for (const r of rows) {
@@ -277,6 +331,81 @@ export function buildProgram(): Command {
       console.log(
         `rotated to version ${result.toVersion}: ${result.providerKeys} data key(s) and ${result.systemKeys} system key(s) rewrapped, ${result.skipped} already moved, in ${result.seconds.toFixed(2)} s (${rate}/s)`,
       );
+    });
+
+  /** Exit code of a backup, verify or restore that cannot run on this database (MySQL/MariaDB): use its own tools. */
+  const UNSUPPORTED = 4;
+  const sqliteOnly = (c: Config): string => {
+    if (c.database.kind !== 'sqlite') throw new CliError(MYSQL_REFUSAL, UNSUPPORTED);
+    return c.database.path;
+  };
+  const printReport = (report: VerifyReport) => {
+    for (const check of report.checks) console.log(`${check.ok ? 'ok  ' : 'FAIL'}  ${check.line}`);
+  };
+
+  const backup = program
+    .command('backup')
+    .description('copy the embedded SQLite database online and consistently to --out FILE (0600, atomic), with FILE.manifest.json beside it')
+    .option('--out <file>', 'where the copy goes (its manifest: FILE.manifest.json)')
+    .action(async (opts: { out?: string }) => {
+      const cfg = config();
+      const source = sqliteOnly(cfg);
+      if (!opts.out) throw new CliError('--out FILE is required (or: pkv backup verify FILE)', 2);
+      if (!fs.existsSync(source)) throw new CliError(`no database at ${source} (PKV_DATABASE_URL)`, 1);
+      // Test-only pacing (docs/testing.md): slows the copy so a test can kill it mid-way; changes nothing copied.
+      const pace = Number(process.env.PKV_BACKUP_TEST_PACE_MS ?? 0);
+      const bar = process.stderr.isTTY ? new SingleBar({ format: 'copying [{bar}] {percentage}% {value}/{total} pages, {eta}s left', stream: process.stderr }, Presets.shades_classic) : undefined;
+      let started = false;
+      let manifest;
+      try {
+        manifest = await takeBackup(source, opts.out, new Keyring(cfg.masterKeys), {
+          paceMs: Number.isFinite(pace) && pace > 0 ? Math.min(pace, 1000) : 0,
+          onProgress: ({ done, total }) => {
+            if (!bar) return;
+            if (!started) (bar.start(total, 0), (started = true));
+            bar.setTotal(total);
+            bar.update(done);
+          },
+        });
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        throw new CliError(`backup failed, nothing was written under ${opts.out}: ${code ?? (err as Error).message}`, 1);
+      } finally {
+        bar?.stop();
+      }
+      console.log(`backup written to ${opts.out} (${manifest.bytes} bytes, SHA-256 ${manifest.sha256})`);
+      console.log(`manifest: ${opts.out}.manifest.json; audit head seq ${manifest.auditHead.seq}; master key versions in use: ${manifest.kekVersions.join(', ') || 'none'}`);
+    });
+  backup
+    .command('verify <file>')
+    .description('check a backup read-only with the configured keyring: file and SHA-256, schema, canaries, envelopes, audit chain; exit 0 only if all hold')
+    .option('--all', 'open every provider key’s envelope (default: a random sample)')
+    .action(async (file: string, opts: { all?: boolean }) => {
+      const cfg = config();
+      const report = await verifyBackup(file, new Keyring(cfg.masterKeys), quietLogger(cfg), { all: opts.all });
+      printReport(report);
+      if (!report.ok) throw new CliError(`backup verification FAILED: ${report.checks.filter((c) => !c.ok).length} check(s) failed`, 1);
+    });
+
+  program
+    .command('restore <file>')
+    .description('verify a backup, then put it in place of the SQLite database in an empty data dir (stop the server first); the next start audits it as vault.restore')
+    .option('--force', 'restore over an existing database: its files are moved aside (NAME.before-restore-STAMP-RAND) after the copy checks, never deleted')
+    .action(async (file: string, opts: { force?: boolean }) => {
+      const cfg = config();
+      const target = sqliteOnly(cfg);
+      const occupied = occupiedBy(target, cfg.dataDir);
+      if (occupied.length && !opts.force) {
+        throw new CliError(`the target is not empty (${occupied.slice(0, 3).join(', ')}${occupied.length > 3 ? ', …' : ''}): restore into an empty data dir, or pass --force to move the database aside`, 1);
+      }
+      if (inUse(target)) throw new CliError(`the database ${target} is open in another process (a running server?): stop every server using it, then restore`, 1);
+      const keyring = new Keyring(cfg.masterKeys);
+      const report = await verifyBackup(file, keyring, quietLogger(cfg));
+      printReport(report);
+      if (!report.ok || !report.manifest) throw new CliError('the backup did not verify: nothing was restored', 1);
+      const done = await installBackup(file, report.manifest, target, cfg.dataDir, keyring);
+      for (const moved of done.movedAside) console.log(`moved aside: ${moved}`);
+      console.log(`restored ${file} to ${target} (audit head seq ${done.head.seq}); the next start records vault.restore and runs the usual start-up checks`);
     });
 
   const audit = program.command('audit').description('the tamper-evident audit trail');

@@ -16,6 +16,11 @@ export async function hashPassword(password: string, logN: number): Promise<stri
   return `scrypt$ln=${logN},r=8,p=1$${salt.toString('base64')}$${hash.toString('base64')}`;
 }
 
+/** Stored for an account created without a password: no password verifies against it (it is not a scrypt string). */
+export const NO_PASSWORD = '!none';
+
+export const isUsablePasswordHash = (stored: string): boolean => stored.startsWith('scrypt$');
+
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const m = /^scrypt\$ln=(\d+),r=8,p=1\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$/.exec(stored);
   if (!m) return false;

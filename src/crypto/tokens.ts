@@ -22,3 +22,16 @@ export function isApiTokenShape(token: string): boolean {
 export function displayPrefix(token: string): string {
   return token.slice(0, 12);
 }
+
+export const VIRTUAL_KEY_PREFIX = 'pkv_vk_';
+const VIRTUAL_KEY_SHAPE = /^pkv_vk_[A-Za-z0-9_-]{43}$/;
+
+/** A new gateway virtual key: 256 bits from the CSPRNG, `pkv_vk_` + 43 base64url characters, stored only as its SHA-256. */
+export function newVirtualKey(): { token: string; hash: string; prefix: string } {
+  const token = VIRTUAL_KEY_PREFIX + crypto.randomBytes(32).toString('base64url');
+  return { token, hash: hashApiToken(token), prefix: token.slice(0, VIRTUAL_KEY_PREFIX.length + 8) };
+}
+
+export function isVirtualKeyShape(token: string): boolean {
+  return VIRTUAL_KEY_SHAPE.test(token);
+}

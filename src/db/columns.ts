@@ -11,3 +11,9 @@ export const bigintNumber: ValueTransformer = {
   to: (value?: number | null) => value,
   from: (value?: number | string | null) => (value == null ? value : Number(value)),
 };
+
+/** A flag stored as SMALLINT 0/1: the same column type and values on SQLite and MySQL. */
+export const flag: ValueTransformer = {
+  to: (value?: boolean | null) => (value == null ? value : value ? 1 : 0),
+  from: (value?: number | string | null) => Number(value) === 1,
+};

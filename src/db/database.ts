@@ -1,220 +1,47 @@
-import fs from 'node:fs';
-import path from 'node:path';
-import 'reflect-metadata';
-import { DataSource, EntityManager, QueryRunner } from 'typeorm';
-import type { Pool } from 'mysql2/promise';
+import type { DataSource, EntityManager, QueryRunner } from 'typeorm';
 import type { DatabaseConfig } from '../config';
 import { UnavailableError } from '../errors';
-import { entities } from './entities';
-import { migrations } from '../../migrations';
+import { isRetryable, isUnavailable } from './errors';
+import { GroupCommitter, Mutex, type Tx } from './group-commit';
 import { takeAfterCommit } from './hooks';
 
-export type Tx = EntityManager;
-
-/** One SQL statement with its bound values (`?` placeholders only: never a value spliced into the text). */
-export interface Statement {
-  sql: string;
-  params: unknown[];
-}
-
-export type Row = Record<string, unknown>;
-
-/** The decision between a two-step transaction's read and its writes: synchronous, so no I/O can slip in between. */
-export type Decide<T, W> = (rows: Row[], alongside: W) => { writes: Statement[]; result: T };
-
+export type { Tx } from './group-commit';
 
 /**
- * MySQL: rows of bound values as a derived table (`SELECT ? AS a, ? AS b UNION ALL SELECT ?, ?…`), for an UPDATE
- * joined to it on the primary key: one index lookup per row, where a CASE by id walks every arm for every row
- * (n² comparisons per batch). SQLite caps a compound SELECT at 500 terms, so it keeps its CASE.
+ * Runs of a MySQL transaction, read or statement the server refused before changing anything (a deadlock, a Galera
+ * certification conflict with a write committed on another node, a node not ready, a connection lost): with backoff,
+ * then 503. Galera certification conflicts on a hot row come in runs, so there are a dozen runs, about 0.8 s of waits
+ * on average and at most 1.6 s.
  */
-export function derivedTable(columns: string[], rows: unknown[][]): Statement {
-  const first = `SELECT ${columns.map((c) => `? AS ${c}`).join(', ')}`;
-  const rest = `SELECT ${columns.map(() => '?').join(', ')}`;
-  return { sql: rows.map((_, i) => (i === 0 ? first : rest)).join(' UNION ALL '), params: rows.flat() };
+export const MAX_ATTEMPTS = 12;
+const BACKOFF_BASE_MS = 5;
+const BACKOFF_CAP_MS = 250;
+
+/** Exponential backoff with full jitter: 0–5 ms, 0–10 ms, 0–20 ms, … then 0–250 ms. */
+const backoff = (attempt: number) => new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1))));
+
+/** Per pooled MySQL connection, its session settings so far (the pool keeps them: resetOnRelease is off). */
+const sessions = new WeakMap<object, { causal: boolean }>();
+
+export const DEFAULT_TIMEOUT_MS = 5000;
+
+/** What the database reports to the metrics, from its own acquire, release and commit points. */
+export interface DatabaseObserver {
+  /** A write transaction from start to commit (or failure), its retries and group-commit wait included. */
+  transaction(seconds: number): void;
+  /** SQLite: how many transactions one COMMIT made durable. */
+  groupCommit(size: number): void;
 }
 
-/** Serializes work on SQLite's single connection: TypeORM shares one query runner, so two open transactions would interleave. */
-class Mutex {
-  private tail: Promise<unknown> = Promise.resolve();
-  run<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.tail.then(fn);
-    this.tail = result.catch(() => undefined);
-    return result;
-  }
-}
-
-const CONNECTION_CODES = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENOTFOUND', 'PROTOCOL_CONNECTION_LOST',
-  'PROTOCOL_SEQUENCE_TIMEOUT', 'ER_CON_COUNT_ERROR', 'ER_SERVER_SHUTDOWN', 'ER_LOCK_WAIT_TIMEOUT', 'ER_QUERY_INTERRUPTED',
-  'ER_CONNECTION_KILLED', 'ER_ACCESS_DENIED_ERROR', 'ER_BAD_DB_ERROR', 'SQLITE_BUSY', 'SQLITE_LOCKED', 'SQLITE_FULL', 'SQLITE_CANTOPEN',
-  'SQLITE_READONLY', 'SQLITE_IOERR', 'SQLITE_PROTOCOL',
-]);
-
-function errorCode(err: unknown): string | undefined {
-  const e = err as { code?: unknown; driverError?: { code?: unknown } };
-  const code = e?.driverError?.code ?? e?.code;
-  return typeof code === 'string' ? code : undefined;
-}
-
-/** True when the database could not be reached or answered: the caller gets 503, not 500. */
-export function isUnavailable(err: unknown): boolean {
-  const code = errorCode(err);
-  if (code && (CONNECTION_CODES.has(code) || /^SQLITE_(IOERR|BUSY|LOCKED)/.test(code))) return true;
-  const message = err instanceof Error ? err.message : '';
-  return /Pool is closed|Connection is not established|connection is in closed state|Can't add new command when connection is in closed state|database connection is not open/i.test(message);
-}
-
-/**
- * Runs a write statement in the transaction and returns how many rows it matched. A plain tx.query() cannot tell:
- * TypeORM's better-sqlite3 runner answers it with the last insert rowid, not the count.
- */
-export async function execute(tx: EntityManager, sql: string, params: unknown[]): Promise<number | undefined> {
-  if (!tx.queryRunner) throw new Error('execute() needs a transactional entity manager');
-  const result = await tx.queryRunner.query(sql, params, true);
-  return typeof result.affected === 'number' ? result.affected : undefined;
-}
-
-export function isUniqueViolation(err: unknown): boolean {
-  const code = errorCode(err);
-  return code === 'ER_DUP_ENTRY' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
-}
-
-function isDeadlock(err: unknown): boolean {
-  return errorCode(err) === 'ER_LOCK_DEADLOCK';
-}
-
-interface Job {
-  fn: (tx: Tx) => Promise<unknown>;
-  resolve: (value: { result: unknown; hooks: Array<() => void> }) => void;
-  reject: (err: unknown) => void;
-}
-
-const MAX_GROUP = 64;
-
-/** Pooled MySQL connections whose session isolation level is already READ COMMITTED (a new physical connection is not). */
-const readCommitted = new WeakSet<object>();
-
-/**
- * Group commit for SQLite: transactions that queue up while one commits run together in the next single
- * BEGIN…COMMIT, each inside its own savepoint (a failing one rolls back only itself). Every caller still gets
- * its answer only after the COMMIT that made its work durable; one fsync serves the whole group.
- */
-class GroupCommitter {
-  private queue: Job[] = [];
-  private draining = false;
-  /** COMMITs issued, each for a whole group. */
-  commits = 0;
-
-  constructor(
-    private readonly dataSource: DataSource,
-    private readonly mutex: Mutex,
-  ) {}
-
-  run(fn: (tx: Tx) => Promise<unknown>): Promise<{ result: unknown; hooks: Array<() => void> }> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ fn, resolve, reject });
-      if (!this.draining) {
-        this.draining = true;
-        setImmediate(() => void this.drain());
-      }
-    });
-  }
-
+export interface DatabaseOptions {
   /**
-   * better-sqlite3 is synchronous and a transaction's statements resolve as microtasks, so a group started at once
-   * would always hold one job: no other request runs until it has committed. The drain therefore waits for the
-   * event loop's check phase (setImmediate), after every request that arrived in this loop iteration has reached
-   * its transaction; between groups it yields again, so the requests answered by one COMMIT can queue the next group.
+   * MySQL: the server is a Galera node (wsrep_on). Reads outside transactions are then causal (wsrep_sync_wait=1):
+   * a read waits until this node has applied every write committed anywhere in the cluster before it, so a logout
+   * or a revocation made through another node is seen by the very next request here, as on a single server.
    */
-  private async drain(): Promise<void> {
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, MAX_GROUP);
-        await this.mutex.run(() => this.commitGroup(batch));
-        if (this.queue.length === 0) await new Promise((resolve) => setImmediate(resolve));
-      }
-    } finally {
-      this.draining = false;
-    }
-  }
-
-  private async commitGroup(batch: Job[]): Promise<void> {
-    const qr = this.dataSource.createQueryRunner();
-    const fail = async (err: unknown, jobs: Job[]) => {
-      await this.reset(qr);
-      for (const job of jobs) job.reject(err);
-    };
-    try {
-      await qr.startTransaction();
-      // Take the write lock first, as BEGIN IMMEDIATE would: a deferred transaction that reads and then writes fails at
-      // once with SQLITE_BUSY when another process (`pkv keyring rotate`, a second server) writes meanwhile; this waits
-      // its turn under busy_timeout instead.
-      await qr.query('DELETE FROM pkv_migrations WHERE 0');
-    } catch (err) {
-      return fail(err, batch);
-    }
-    const outcomes: Array<{ ok: true; result: unknown; hooks: Array<() => void> } | { ok: false; err: unknown }> = [];
-    for (const [i, job] of batch.entries()) {
-      try {
-        await qr.startTransaction();
-        const result = await job.fn(qr.manager);
-        await qr.commitTransaction();
-        outcomes.push({ ok: true, result, hooks: takeAfterCommit(qr.manager) });
-      } catch (err) {
-        takeAfterCommit(qr.manager);
-        const undone = await qr.rollbackTransaction().then(
-          () => true,
-          () => false,
-        );
-        // SQLite ends the whole transaction by itself on some errors (SQLITE_FULL, IOERR, NOMEM): then nothing of this
-        // group can commit, and every caller must hear so (the rest of the batch runs in the next group).
-        if (!undone || !this.inTransaction() || this.depth(qr) !== 1) {
-          this.queue.unshift(...batch.slice(i + 1));
-          await this.reset(qr);
-          batch.slice(0, i + 1).forEach((earlier, j) => {
-            const o = outcomes[j];
-            earlier.reject(o && !o.ok ? o.err : err);
-          });
-          return;
-        }
-        outcomes.push({ ok: false, err });
-      }
-    }
-    try {
-      this.commits++;
-      await qr.commitTransaction();
-      if (this.inTransaction()) throw new Error('COMMIT left a transaction open');
-    } catch (err) {
-      return fail(err, batch);
-    }
-    batch.forEach((job, i) => {
-      const o = outcomes[i];
-      if (o.ok) job.resolve({ result: o.result, hooks: o.hooks });
-      else job.reject(o.err);
-    });
-  }
-
-  /** The connection's own view: true while a transaction is open on it (better-sqlite3's `inTransaction`). */
-  private inTransaction(): boolean {
-    return (this.dataSource.driver as unknown as { databaseConnection: { inTransaction: boolean } }).databaseConnection.inTransaction;
-  }
-
-  private depth(qr: QueryRunner): number {
-    return (qr as unknown as { transactionDepth: number }).transactionDepth;
-  }
-
-  /**
-   * Back to "no transaction" on both sides: SQLite's (ROLLBACK if one is still open) and TypeORM's, whose single shared
-   * query runner never corrects its nesting count when a rollback fails; left alone, every later "COMMIT" would be a
-   * RELEASE of a savepoint inside a transaction that never commits.
-   */
-  private async reset(qr: QueryRunner): Promise<void> {
-    if (this.inTransaction()) await qr.query('ROLLBACK').catch(() => undefined);
-    const state = qr as unknown as { isTransactionActive: boolean; transactionDepth: number };
-    state.isTransactionActive = false;
-    state.transactionDepth = 0;
-  }
+  galera?: boolean;
+  /** How long a statement may wait for a lock, and a caller for a pooled connection, before it fails as unavailable (503). */
+  timeoutMs?: number;
 }
 
 export class Database {
@@ -224,16 +51,36 @@ export class Database {
   private active = 0;
   private started = 0;
   private mysqlCommits = 0;
+  /** MySQL transactions, reads and statements run again after the server refused them. */
+  retries = 0;
+  /** MySQL: pooled connections this process holds, and callers waiting in acquire() for one. */
+  private held = 0;
+  private awaiting = 0;
+  private readonly holding = new WeakSet<QueryRunner>();
+  observer: DatabaseObserver | undefined;
+  readonly galera: boolean;
+  readonly timeoutMs: number;
 
   constructor(
     readonly kind: DatabaseConfig['kind'],
     readonly dataSource: DataSource,
     /** SQLite only: a second connection for reads, so they never queue behind a commit (WAL readers see committed data). */
     private readonly readSource?: DataSource,
-    /** MySQL only: the few connections that carry two-step transactions (multi-statement round trips). */
-    private readonly stepPool?: Pool,
+    opts: DatabaseOptions = {},
   ) {
-    this.group = new GroupCommitter(dataSource, this.mutex);
+    this.group = new GroupCommitter(() => dataSource.createQueryRunner(), this.mutex);
+    this.group.onGroup = (size) => this.observer?.groupCommit(size);
+    this.galera = opts.galera ?? false;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  /**
+   * Connections in use and callers waiting, counted at our own acquire and release points (no driver internals).
+   * SQLite has no pool: its one writer is in use while a group commits, and the transactions queued for the next
+   * group are waiting.
+   */
+  get pool(): { inUse: number; waiting: number } {
+    return this.kind === 'sqlite' ? { inUse: this.group.busy ? 1 : 0, waiting: this.group.queued } : { inUse: this.held, waiting: this.awaiting };
   }
 
   /** Write transactions committed so far (SQLite: one per group of them), for tests and diagnostics. */
@@ -241,116 +88,167 @@ export class Database {
     return this.kind === 'sqlite' ? this.group.commits : this.mysqlCommits;
   }
 
-  /** Runs fn in one transaction; it commits before the promise resolves. Deadlocks are retried. */
+  /**
+   * Runs fn in one transaction; it commits before the promise resolves, and its afterCommit hooks run after that.
+   * On MySQL a transaction the server aborted (deadlock, a Galera certification conflict or a node not ready) is run
+   * again from the start, a few times with backoff, then reported as unavailable (503).
+   */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.track(() => this.runTransaction(fn));
-  }
-
-  private async runTransaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    if (this.kind === 'sqlite') {
-      const { result, hooks } = await this.guard(() => this.group.run(fn));
-      for (const hook of hooks) hook();
-      return result as T;
-    }
-    let hooks: Array<() => void> = [];
-    const body = async (tx: Tx) => {
-      try {
-        return await fn(tx);
-      } finally {
-        hooks = takeAfterCommit(tx);
-      }
-    };
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const result = await this.guard(() => this.mysqlTransaction(body));
-        for (const hook of hooks) hook();
-        return result;
-      } catch (err) {
-        if (!isDeadlock(err) || attempt >= 3) throw err;
-      }
-    }
-  }
-
-  /**
-   * One MySQL transaction at READ COMMITTED. The level is set once per pooled connection (a session setting), not
-   * before every transaction as TypeORM's transaction(level) does: that was one more round trip on every reveal.
-   */
-  private async mysqlTransaction<T>(body: (tx: Tx) => Promise<T>): Promise<T> {
-    const qr = this.dataSource.createQueryRunner();
-    try {
-      const connection = (await qr.connect()) as object;
-      if (!readCommitted.has(connection)) {
-        await qr.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED');
-        readCommitted.add(connection);
-      }
-      await qr.startTransaction();
-      const result = await body(qr.manager);
-      await qr.commitTransaction();
-      this.mysqlCommits++;
-      return result;
-    } catch (err) {
-      if (qr.isTransactionActive) await qr.rollbackTransaction().catch(() => undefined);
-      throw err;
-    } finally {
-      await qr.release();
-    }
-  }
-
-  /**
-   * A transaction of one read and its writes, decided in between without I/O: the hot path of a batch of reveals.
-   * The read's rows stay locked until commit on MySQL (FOR UPDATE). On MySQL the whole transaction is two round
-   * trips on a small pool of its own: START TRANSACTION with the read, then the writes with COMMIT, each sent as one
-   * multi-statement query (MySQL stops at the first statement that fails; the rest never run and the transaction is
-   * rolled back). Only this method uses that pool, and it sends only the product's own statement texts, whose
-   * values are all bound. On SQLite it is an ordinary (group-committed) transaction. Deadlocks are retried.
-   *
-   * `alongside` is work already under way elsewhere (it must not reject) whose answer the decision needs too: on MySQL
-   * the read overlaps it; on SQLite it is awaited before the transaction, which never waits on anything outside.
-   */
-  async readThenWrite<T, W>(read: Statement, alongside: Promise<W>, decide: Decide<T, W>): Promise<T> {
-    if (!this.stepPool) {
-      const w = await alongside;
-      return this.transaction(async (tx) => {
-        const rows: Row[] = await tx.query(read.sql, read.params);
-        const { writes, result } = decide(rows, w);
-        for (const statement of writes) await tx.query(statement.sql, statement.params);
-        return result;
-      });
-    }
-    const pool = this.stepPool;
     return this.track(async () => {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await this.guard(() => this.twoSteps(pool, read, alongside, decide));
-        } catch (err) {
-          if (!isDeadlock(err) || attempt >= 3) throw err;
-        }
+      const started = this.observer ? process.hrtime.bigint() : 0n;
+      try {
+        const { result, hooks } = this.kind === 'sqlite' ? await this.guard(() => this.group.run(fn)) : await this.guard(() => this.mysqlWithRetries(fn));
+        for (const hook of hooks) hook();
+        return result as T;
+      } finally {
+        this.observer?.transaction(Number(process.hrtime.bigint() - started) / 1e9);
       }
     });
   }
 
-  private async twoSteps<T, W>(pool: Pool, read: Statement, alongside: Promise<W>, decide: Decide<T, W>): Promise<T> {
-    const conn = await pool.getConnection();
-    try {
-      const [[results], w] = await Promise.all([conn.query(`SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION; ${read.sql} FOR UPDATE`, read.params), alongside]);
-      const { writes, result } = decide((results as Row[][])[2], w);
-      await conn.query([...writes.map((statement) => statement.sql), 'COMMIT'].join('; '), writes.flatMap((statement) => statement.params));
-      this.mysqlCommits++;
-      conn.release();
-      return result;
-    } catch (err) {
-      // Whatever failed, the transaction may still be open: roll it back, or drop a connection that cannot.
-      await conn.query('ROLLBACK').then(
-        () => conn.release(),
-        () => conn.destroy(),
-      );
-      throw err;
+  private mysqlWithRetries<T>(fn: (tx: Tx) => Promise<T>): Promise<{ result: T; hooks: Array<() => void> }> {
+    return this.withRetries((state, again) => this.mysqlTransaction(fn, state, again));
+  }
+
+  /** Runs `attempt` again while the server refused it before changing anything (see MAX_ATTEMPTS), then rethrows. */
+  private async withRetries<T>(attempt: (state: { committing: boolean }, again: boolean) => Promise<T>): Promise<T> {
+    for (let n = 1; ; n++) {
+      const state = { committing: false };
+      try {
+        return await attempt(state, n > 1);
+      } catch (err) {
+        if (n >= MAX_ATTEMPTS || !isRetryable(err, state.committing)) throw err;
+        this.retries++;
+        await backoff(n);
+      }
     }
   }
 
-  /** Runs reads outside a transaction (still serialized on SQLite's single connection). */
+  /**
+   * A pooled connection's session settings, made once per physical connection (a session setting survives release):
+   * READ COMMITTED, not before every transaction as TypeORM's startTransaction(level) does (one more round trip on
+   * every request). On Galera, causal reads for reads outside transactions only: inside a transaction a causal read
+   * made while holding row locks can stall the node's appliers (they wait for those locks, the read waits for them)
+   * until the causal-read timeout; a transaction needs none, since certification aborts it (and it is run again) if
+   * another node changed a row it writes. Plain MySQL/MariaDB gets no wsrep statement at all.
+   * The setting is switched only when a connection goes from one use to the other (Galera only).
+   */
+  private async connect(qr: QueryRunner, causal = false): Promise<void> {
+    const connection = await this.acquire(qr);
+    let session = sessions.get(connection);
+    if (!session) {
+      const seconds = Math.max(1, Math.round(this.timeoutMs / 1000));
+      await qr.query('SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED');
+      // Lock waits (a table locked by LOCK TABLES or FLUSH TABLES WITH READ LOCK, a row lock) are bounded too, so a
+      // stalled database is a 503 within seconds instead of holding the request for the stall's whole length.
+      await qr.query('SET SESSION lock_wait_timeout = ?, innodb_lock_wait_timeout = ?', [seconds, seconds]);
+      // Set, not assumed: a server-wide wsrep_sync_wait would otherwise reach transactions too.
+      if (this.galera) await qr.query(`SET SESSION wsrep_sync_wait = ${causal ? 1 : 0}`);
+      session = { causal };
+      sessions.set(connection, session);
+    } else if (this.galera && session.causal !== causal) {
+      await qr.query(`SET SESSION wsrep_sync_wait = ${causal ? 1 : 0}`);
+      session.causal = causal;
+    }
+  }
+
+  /**
+   * A pooled connection, waited for at most timeoutMs (mysql2's pool has no acquire timeout: a connection that comes
+   * free after the wait is handed straight back).
+   */
+  private async acquire(qr: QueryRunner): Promise<object> {
+    const connecting = qr.connect() as Promise<object>;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new UnavailableError('No database connection came free in time')), this.timeoutMs);
+    });
+    this.awaiting++;
+    try {
+      const connection = await Promise.race([connecting, late]);
+      if (!this.holding.has(qr)) {
+        this.holding.add(qr);
+        this.held++;
+      }
+      return connection;
+    } catch (err) {
+      void connecting.then(() => qr.release(), () => undefined);
+      throw err;
+    } finally {
+      this.awaiting--;
+      clearTimeout(timer);
+    }
+  }
+
+  /** Gives a runner's connection back to the pool (and counts it as no longer held). */
+  private async release(qr: QueryRunner): Promise<void> {
+    if (this.holding.delete(qr)) this.held--;
+    await qr.release();
+  }
+
+  /**
+   * One MySQL transaction at READ COMMITTED, each statement sent on its own through the runner's public API, so a
+   * failed COMMIT is always seen. `state.committing` tells the caller whether a failure answered the COMMIT (outcome
+   * unknown if the link broke).
+   */
+  private async mysqlTransaction<T>(fn: (tx: Tx) => Promise<T>, state: { committing: boolean }, again = false): Promise<{ result: T; hooks: Array<() => void> }> {
+    const qr = this.dataSource.createQueryRunner();
+    try {
+      // On Galera a transaction run again after a conflict begins causally (BEGIN waits, holding no lock yet, until
+      // this node has applied the write that beat it), then reads without waiting: otherwise a node whose appliers
+      // lag reads the same stale rows and loses the same race again.
+      await this.connect(qr, again);
+      await qr.startTransaction();
+      if (again) await this.connect(qr, false);
+      let hooks: Array<() => void> = [];
+      let result: T;
+      try {
+        result = await fn(qr.manager);
+      } finally {
+        hooks = takeAfterCommit(qr.manager);
+      }
+      state.committing = true;
+      await qr.commitTransaction();
+      this.mysqlCommits++;
+      return { result, hooks };
+    } catch (err) {
+      // Whatever failed, the transaction may still be open on this connection (a refused COMMIT included).
+      await qr.rollbackTransaction().catch(() => undefined);
+      throw err;
+    } finally {
+      await this.release(qr);
+    }
+  }
+
+  /**
+   * Runs reads outside a transaction: on SQLite on its own reader connection; on MySQL on one pooled connection with
+   * the session settings above (on Galera, causal: the session and API-token lookups that decide revocation go
+   * through here), run again from the start if the server refused them (a node joining the cluster answers 1047 for
+   * a while), then 503.
+   */
   read<T>(fn: (m: EntityManager) => Promise<T>): Promise<T> {
-    return this.track(() => this.guard(() => fn((this.readSource ?? this.dataSource).manager)));
+    if (this.kind === 'sqlite') return this.track(() => this.guard(() => fn((this.readSource ?? this.dataSource).manager)));
+    return this.track(() => this.guard(() => this.withRetries(() => this.onConnection(fn, true))));
+  }
+
+  /**
+   * One autocommitted MySQL statement outside any transaction (an atomic upsert), run again if the server refused it
+   * before changing anything, then 503. Returns the driver's answer (rows, or the OK packet of a write).
+   */
+  statement(sql: string, params: unknown[]): Promise<unknown> {
+    if (this.kind === 'sqlite') throw new Error('Database.statement() is for MySQL: SQLite writes go through transaction()');
+    // Once sent, a write whose connection broke may have been applied: only a refusal by the server is run again.
+    return this.track(() => this.guard(() => this.withRetries((state) => this.onConnection((m) => m.query(sql, params), false, state))));
+  }
+
+  private async onConnection<T>(fn: (m: EntityManager) => Promise<T>, causal: boolean, sent?: { committing: boolean }): Promise<T> {
+    const qr = this.dataSource.createQueryRunner();
+    try {
+      await this.connect(qr, causal);
+      if (sent) sent.committing = true;
+      return await fn(qr.manager);
+    } finally {
+      await this.release(qr);
+    }
   }
 
   /**
@@ -406,7 +304,6 @@ export class Database {
   }
 
   async close(): Promise<void> {
-    await this.stepPool?.end().catch(() => undefined);
     if (this.readSource?.isInitialized) await this.readSource.destroy();
     if (this.dataSource.isInitialized) await this.dataSource.destroy();
   }
@@ -419,91 +316,4 @@ export class Database {
       throw err;
     }
   }
-}
-
-export function createDataSource(config: DatabaseConfig): DataSource {
-  const common = { entities, migrations, migrationsTableName: 'pkv_migrations', synchronize: false, logging: false } as const;
-  if (config.kind === 'sqlite') {
-    fs.mkdirSync(path.dirname(config.path), { recursive: true, mode: 0o700 });
-    return new DataSource({
-      ...common,
-      type: 'better-sqlite3',
-      database: config.path,
-      statementCacheSize: 200,
-      prepareDatabase: (db: { pragma(s: string): unknown }) => {
-        // Durability is never traded for speed: a committed audit row survives a power cut.
-        db.pragma('journal_mode = WAL');
-        db.pragma('synchronous = FULL');
-        db.pragma('foreign_keys = ON');
-        // Deleted and overwritten cells are zeroed, so a destroyed ciphertext or wrapped key is gone from the file.
-        db.pragma('secure_delete = ON');
-        db.pragma('busy_timeout = 5000');
-      },
-    });
-  }
-  return new DataSource({
-    ...common,
-    type: 'mysql',
-    url: config.url,
-    timezone: 'Z',
-    charset: 'utf8mb4_unicode_ci',
-    poolSize: 24,
-    connectTimeout: 5000,
-    extra: { enableKeepAlive: true, maxIdle: 24, idleTimeout: 60000 },
-  });
-}
-
-/** Opens the database. The embedded SQLite default migrates itself; MySQL must be migrated explicitly (`pkv migrate`). */
-export async function openDatabase(config: DatabaseConfig): Promise<Database> {
-  if (config.kind === 'sqlite') createPrivately(config.path);
-  const ds = createDataSource(config);
-  const readDs = config.kind === 'sqlite' ? createDataSource(config) : undefined;
-  try {
-    await ds.initialize();
-    await readDs?.initialize();
-  } catch (err) {
-    if (ds.isInitialized) await ds.destroy();
-    throw new UnavailableError(`cannot open the ${config.kind} database`, err);
-  }
-  if (config.kind === 'sqlite') {
-    for (const file of [config.path, `${config.path}-wal`, `${config.path}-shm`]) {
-      try {
-        fs.chmodSync(file, 0o600);
-      } catch {
-        /* best effort: a read-only mount keeps its own mode; a WAL file may not exist yet */
-      }
-    }
-  }
-  return new Database(config.kind, ds, readDs, config.kind === 'mysql' ? await createStepPool(config.url) : undefined);
-}
-
-/**
- * The pool for two-step transactions: the same server and session settings as TypeORM's pool (UTC, utf8mb4, big
- * numbers as strings), plus multi-statement queries, which nothing else may use.
- */
-async function createStepPool(url: string): Promise<Pool> {
-  const { createPool } = await import('mysql2/promise'); // not loaded at all by an embedded SQLite vault
-  return createPool({
-    uri: url,
-    timezone: 'Z',
-    charset: 'UTF8MB4_UNICODE_CI',
-    supportBigNumbers: true,
-    bigNumberStrings: true,
-    multipleStatements: true,
-    connectionLimit: 8,
-    maxIdle: 8,
-    idleTimeout: 60000,
-    connectTimeout: 5000,
-    enableKeepAlive: true,
-  });
-}
-
-/**
- * Creates a missing SQLite file as 0600 before SQLite opens it: SQLite gives its -wal and -shm files the database
- * file's mode, so a file first created under the umask (0644) would leave those readable by others.
- */
-function createPrivately(file: string): void {
-  if (file === ':memory:' || fs.existsSync(file)) return;
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  fs.closeSync(fs.openSync(file, 'a', 0o600));
 }

@@ -4,7 +4,8 @@ import { RevokedSessionEntity } from '../modules/auth/revoked-session.entity';
 import { ProviderKeyEntity } from '../modules/provider-keys/provider-key.entity';
 import { ApiTokenEntity } from '../modules/api-tokens/api-token.entity';
 import { AuditChainHeadEntity, AuditEventEntity } from '../modules/audit/audit-event.entity';
-import { KekCanaryEntity, SystemKeyEntity } from '../crypto/keyring.entities';
+import { KekCanaryEntity, SystemKeyEntity } from '../modules/keyring/keyring.entities';
+import { VirtualKeyEntity } from '../modules/gateway/virtual-key.entity';
 
 export const entities = [
   UserEntity,
@@ -16,4 +17,5 @@ export const entities = [
   AuditChainHeadEntity,
   KekCanaryEntity,
   SystemKeyEntity,
+  VirtualKeyEntity,
 ];

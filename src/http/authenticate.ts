@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { parse as parseCookie } from 'cookie';
 import type { Request, RequestHandler, Response } from 'express';
-import { ForbiddenError, UnauthorizedError } from '../errors';
+import { ForbiddenError, PasswordChangeRequiredError, UnauthorizedError } from '../errors';
 import type { Actor } from '../modules/auth/actor';
 import type { ClientInfo } from '../modules/auth/auth.service';
 
@@ -35,16 +36,19 @@ function credentialOf(headers: IncomingHttpHeaders): string | undefined {
 
 export interface Credentials {
   headers: IncomingHttpHeaders;
-  /** The session cookie's value, if the request carried one. */
-  cookie: string | undefined;
   method: string | undefined;
   client: ClientInfo;
+}
+
+/** The console's session cookie, read only when no header credential came (scripts never pay for cookie parsing). */
+function sessionCookieOf(headers: IncomingHttpHeaders): string | undefined {
+  return headers.cookie ? parseCookie(headers.cookie)[SESSION_COOKIE] : undefined;
 }
 
 /** The caller, or 401 with one message for every kind of bad credential (403 for a cookie without its CSRF token). */
 export async function resolveActor(sessions: CredentialVerifier, apiTokens: ApiTokenVerifier, req: Credentials): Promise<Actor> {
   const header = credentialOf(req.headers);
-  const cookie = header ? undefined : req.cookie;
+  const cookie = header ? undefined : sessionCookieOf(req.headers);
   const credential = header ?? cookie;
   if (!credential || credential.length > 4096) throw new UnauthorizedError();
   const actor = cookie
@@ -59,11 +63,15 @@ export async function resolveActor(sessions: CredentialVerifier, apiTokens: ApiT
   return actor;
 }
 
-/** Resolves the caller into res.locals.actor. */
-export function authenticate(sessions: CredentialVerifier, apiTokens: ApiTokenVerifier): RequestHandler {
+/**
+ * Resolves the caller into res.locals.actor. A session that must change its password passes only where
+ * `duringPasswordChange` says so (who am I, change my password, sign out): whoever chose that password cannot use it.
+ */
+export function authenticate(sessions: CredentialVerifier, apiTokens: ApiTokenVerifier, opts: { duringPasswordChange?: boolean } = {}): RequestHandler {
   return async (req, res, next) => {
-    const cookie = (req.cookies as Record<string, string> | undefined)?.[SESSION_COOKIE];
-    res.locals.actor = await resolveActor(sessions, apiTokens, { headers: req.headers, cookie, method: req.method, client: clientOf(req, res) });
+    const actor = await resolveActor(sessions, apiTokens, { headers: req.headers, method: req.method, client: clientOf(req, res) });
+    res.locals.actor = actor;
+    if (actor.mustChangePassword && !opts.duringPasswordChange) throw new PasswordChangeRequiredError();
     next();
   };
 }

@@ -1,12 +1,13 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { AppError, IntegrityError, NotFoundError, PayloadTooLargeError, RateLimitedError, UnavailableError, ValidationError } from '../errors';
+import { AppError, BadGatewayError, GatewayTimeoutError, IntegrityError, NotFoundError, PayloadTooLargeError, RateLimitedError, UnavailableError, ValidationError } from '../errors';
 import type { Logger } from '../logger';
-import { isUnavailable } from '../db/database';
+import { isUnavailable } from '../db/errors';
 
-const STATUS: Record<string, number> = {
+export const STATUS: Record<string, number> = {
   validation_failed: 400,
   unauthorized: 401,
   forbidden: 403,
+  password_change_required: 403,
   not_found: 404,
   conflict: 409,
   key_disabled: 409,
@@ -15,7 +16,12 @@ const STATUS: Record<string, number> = {
   rate_limited: 429,
   unavailable: 503,
   internal: 500,
+  bad_gateway: 502,
+  gateway_timeout: 504,
 };
+
+/** Every `code` of the error envelope. */
+export const ERROR_CODES = Object.keys(STATUS);
 
 /** Body-parser and other library errors become our own, where they enter. */
 function normalize(err: unknown): AppError | undefined {
@@ -48,7 +54,7 @@ export interface ErrorAnswer {
 export function answerError(logger: Logger, err: unknown, requestId: string, method: string | undefined): ErrorAnswer {
   const known = normalize(err);
   const status = known ? STATUS[known.code] ?? 500 : 500;
-  if (!known || known instanceof IntegrityError || known instanceof UnavailableError) {
+  if (!known || known instanceof IntegrityError || known instanceof UnavailableError || known instanceof BadGatewayError || known instanceof GatewayTimeoutError) {
     const cause = known ? known.cause : err;
     logger.error('request failed', {
       event: 'request.error',

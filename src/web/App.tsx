@@ -5,12 +5,15 @@ import { DirectoryProvider } from './directory';
 import { match, navigate, useLocation } from './router';
 import { canSee, Shell } from './components/Layout';
 import { LoginPage } from './pages/LoginPage';
+import { PasswordRequiredPage } from './pages/PasswordDialog';
 import { KeysPage } from './pages/KeysPage';
 import { KeyDetailPage } from './pages/KeyDetailPage';
 import { AuditPage } from './pages/AuditPage';
 import { UsersPage } from './pages/UsersPage';
 import { ProjectsPage } from './pages/ProjectsPage';
 import { TokensPage } from './pages/TokensPage';
+import { HygienePage } from './pages/HygienePage';
+import { WebhooksPage } from './pages/WebhooksPage';
 import { NotFound } from './pages/NotFound';
 
 function Routes() {
@@ -35,15 +38,18 @@ function Routes() {
   if (path === '/users') return <UsersPage />;
   if (path === '/projects') return <ProjectsPage />;
   if (path === '/tokens') return <TokensPage />;
+  if (path === '/hygiene') return <HygienePage />;
+  if (path === '/webhooks') return <WebhooksPage />;
   if (path === '/' || path === '/login') return null;
   return <NotFound />;
 }
 
 function Gate() {
-  const { status } = useSession();
+  const { status, me } = useSession();
   const { t } = useI18n();
   if (status === 'loading') return <div className="boot">{t('common.loading')}</div>;
   if (status === 'signed-out') return <LoginPage />;
+  if (me?.mustChangePassword) return <PasswordRequiredPage />;
   return (
     <DirectoryProvider>
       <Shell>

@@ -1,5 +1,5 @@
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from 'react';
-import { listAll, type Project, type User } from './api';
+import { call, client, listAll, query, type Project, type User } from './api';
 import { useMe } from './session';
 
 /**
@@ -27,9 +27,9 @@ export function DirectoryProvider({ children }: { children: ReactNode }) {
     const canReadUsers = me.role === 'admin' || me.role === 'auditor';
     const [u, p] = await Promise.all([
       canReadUsers
-        ? listAll<User>('/users')
-        : Promise.resolve<User[]>([{ id: me.id, username: me.username, displayName: null, role: me.role, status: 'active', createdAt: '', updatedAt: '' }]),
-      listAll<Project>('/projects'),
+        ? listAll((cursor) => call(client.GET('/api/v1/users', { params: { query: query('/api/v1/users', { limit: 200, cursor }) } })))
+        : Promise.resolve<User[]>([{ id: me.id, username: me.username, displayName: null, role: me.role, status: 'active', mustChangePassword: false, createdAt: '', updatedAt: '' }]),
+      listAll((cursor) => call(client.GET('/api/v1/projects', { params: { query: query('/api/v1/projects', { limit: 200, cursor }) } }))),
     ]);
     setUsers(u);
     setProjects(p);

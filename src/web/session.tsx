@@ -1,5 +1,6 @@
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from 'react';
-import { api, ApiError, setCsrfToken, setUnauthorizedHandler, type Me } from './api';
+import { flushSync } from 'react-dom';
+import { call, client, ApiError, setCsrfToken, setUnauthorizedHandler, type Me } from './api';
 import { navigate } from './router';
 
 type Status = 'loading' | 'signed-out' | 'signed-in';
@@ -28,23 +29,51 @@ export function SessionProvider({ children }: { children: ReactNode }) {
     setStatus('signed-out');
   }, []);
 
-  useEffect(() => {
-    setUnauthorizedHandler(() => end('expired'));
-    // After a reload the cookie may still be good: ask who we are and pick up the CSRF token (memory only).
-    api<Me>('GET', '/auth/me', { quiet401: true })
+  // After a reload (or a restore from the back/forward cache) the cookie may still be good: ask who we are and pick up
+  // the CSRF token (memory only).
+  const probe = useCallback(() => {
+    call(client.GET('/api/v1/auth/me'), { quiet401: true })
       .then((m) => {
         setCsrfToken(m.csrfToken ?? null);
         setMe({ ...m, csrfToken: undefined });
         setStatus('signed-in');
       })
       .catch(() => end(null));
-    return () => setUnauthorizedHandler(null);
   }, [end]);
 
+  useEffect(() => {
+    setUnauthorizedHandler(() => end('expired'));
+    probe();
+    return () => setUnauthorizedHandler(null);
+  }, [end, probe]);
+
+  useEffect(() => {
+    // Leaving the page: drop everything signed-in (a shown secret, lists, open dialogs) before the browser may keep the
+    // page in its back/forward cache, so Back or Forward never brings it back as it was; synchronously, before the freeze.
+    const leave = () => {
+      flushSync(() => {
+        setCsrfToken(null);
+        setMe(null);
+        setStatus('loading');
+      });
+    };
+    // Restored from that cache: the session may have ended meanwhile, so ask the server again before showing anything.
+    const restore = (e: PageTransitionEvent) => {
+      if (e.persisted) probe();
+    };
+    window.addEventListener('pagehide', leave);
+    window.addEventListener('pageshow', restore);
+    return () => {
+      window.removeEventListener('pagehide', leave);
+      window.removeEventListener('pageshow', restore);
+    };
+  }, [probe]);
+
   const signIn = useCallback(async (username: string, password: string) => {
-    const res = await api<{ user: Me; csrfToken: string }>('POST', '/auth/login', { body: { username, password, cookie: true }, quiet401: true });
-    setCsrfToken(res.csrfToken);
-    setMe({ ...res.user, via: 'session' });
+    const res = await call(client.POST('/api/v1/auth/login', { body: { username, password, cookie: true } }), { quiet401: true });
+    setCsrfToken('csrfToken' in res ? res.csrfToken : null);
+    const u = res.user;
+    setMe({ id: u.id, username: u.username, role: u.role, status: 'active', via: 'session', ...(u.mustChangePassword ? { mustChangePassword: true } : {}) });
     setReason(null);
     setStatus('signed-in');
   }, []);
@@ -52,7 +81,7 @@ export function SessionProvider({ children }: { children: ReactNode }) {
   const signOut = useCallback(
     async (why: SignOutReason = 'signed-out') => {
       try {
-        if (why !== 'password-changed') await api('POST', '/auth/logout', { quiet401: true });
+        if (why !== 'password-changed') await call(client.POST('/api/v1/auth/logout'), { quiet401: true });
       } catch (err) {
         if (!(err instanceof ApiError)) throw err;
       } finally {

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import { createTestContext, TestContext, TestUser } from '../support/test-app';
 import { auditRows, createApiToken, createKey, createProject, CreatedKey, uniqueSecret } from '../support/factories';
 
-const SCOPES = ['provider-keys:read', 'provider-keys:write', 'provider-keys:reveal', 'audit:read', 'users:read', 'users:write', 'projects:read', 'projects:write'];
+const SCOPES = ['provider-keys:read', 'provider-keys:write', 'provider-keys:reveal', 'audit:read', 'users:read', 'users:write', 'projects:read', 'projects:write', 'metrics:read'];
 const allBut = (scope: string) => SCOPES.filter((s) => s !== scope);
 const unique = (what: string) => `${what}-${crypto.randomBytes(4).toString('hex')}`;
 
@@ -122,6 +122,14 @@ describe('API token scopes: effective rights are the token’s scopes narrowed b
       expectForbidden(await ctx.http().get('/api/v1/audit-events').set(without));
     });
 
+    it('metrics:read reads the metrics; without it, 403', async () => {
+      const { withIt, without } = await pair('metrics:read');
+      const res = await ctx.http().get('/api/v1/metrics').set(withIt);
+      expect(res.status).toBe(200);
+      expect(res.text).toContain('pkv_reveals_total');
+      expectForbidden(await ctx.http().get('/api/v1/metrics').set(without));
+    });
+
     it('users:read lists and reads users; without it, 403', async () => {
       const { withIt, without } = await pair('users:read');
       const list = await ctx.http().get('/api/v1/users').set(withIt);
@@ -141,8 +149,11 @@ describe('API token scopes: effective rights are the token’s scopes narrowed b
       expect(await one('SELECT id FROM users WHERE username = ?', [refusedName])).toBeUndefined();
       expect((await one('SELECT role FROM users WHERE id = ?', [target.id]))!.role).toBe('member');
 
+      // Creating needs the new role's rights too (an auditor's: provider-keys:read, audit:read, users:read, projects:read).
+      const asAuditor = (await createApiToken(ctx, admin, ['users:write', 'provider-keys:read', 'audit:read', 'users:read', 'projects:read'])).auth;
       const username = unique('made-by-token');
-      const created = await ctx.http().post('/api/v1/users').set(withIt).send({ username, password: 'a-long-enough-password', role: 'auditor' });
+      expectForbidden(await ctx.http().post('/api/v1/users').set(withIt).send({ username, role: 'auditor' }));
+      const created = await ctx.http().post('/api/v1/users').set(asAuditor).send({ username, role: 'auditor' });
       expect(created.status).toBe(201);
       expect((await one('SELECT role FROM users WHERE username = ?', [username]))!.role).toBe('auditor');
       const changed = await ctx.http().patch(`/api/v1/users/${target.id}`).set(withIt).send({ displayName: 'Renamed' });
@@ -189,7 +200,7 @@ describe('API token scopes: effective rights are the token’s scopes narrowed b
     it('refuses a member asking for users:write, or any scope beyond the member role, with 400 and stores nothing', async () => {
       const count = await tokenCount();
       const creates = (await auditRows(ctx, { action: 'api_token.create' })).length;
-      for (const scope of ['users:write', 'users:read', 'provider-keys:write', 'audit:read', 'projects:write']) {
+      for (const scope of ['users:write', 'users:read', 'provider-keys:write', 'audit:read', 'projects:write', 'metrics:read']) {
         const res = await ctx.http().post('/api/v1/api-tokens').set(member.auth).send({ name: 'too much', scopes: ['provider-keys:read', scope] });
         expect({ scope, status: res.status }).toEqual({ scope, status: 400 });
         expect(res.body.error.code).toBe('validation_failed');
@@ -252,12 +263,15 @@ describe('API token scopes: effective rights are the token’s scopes narrowed b
     it('cuts a token’s rights at the next request when its admin owner is lowered to member, and restores them when raised back', async () => {
       const lead = await ctx.user('admin');
       const t = await createApiToken(ctx, lead, ['users:read', 'projects:write', 'provider-keys:read']);
+      const scraper = await createApiToken(ctx, lead, ['metrics:read']);
       expect((await ctx.http().get('/api/v1/users').set(t.auth)).status).toBe(200);
+      expect((await ctx.http().get('/api/v1/metrics').set(scraper.auth)).status).toBe(200);
 
       const lowered = await ctx.http().patch(`/api/v1/users/${lead.id}`).set(admin.auth).send({ role: 'member' });
       expect(lowered.status).toBe(200);
       expect((await one('SELECT role FROM users WHERE id = ?', [lead.id]))!.role).toBe('member');
       expectForbidden(await ctx.http().get('/api/v1/users').set(t.auth));
+      expectForbidden(await ctx.http().get('/api/v1/metrics').set(scraper.auth));
       const projectName = unique('after-demotion');
       expectForbidden(await ctx.http().post('/api/v1/projects').set(t.auth).send({ name: projectName }));
       expect(await one('SELECT id FROM projects WHERE name = ?', [projectName])).toBeUndefined();
@@ -269,6 +283,7 @@ describe('API token scopes: effective rights are the token’s scopes narrowed b
 
       expect((await ctx.http().patch(`/api/v1/users/${lead.id}`).set(admin.auth).send({ role: 'admin' })).status).toBe(200);
       expect((await ctx.http().get('/api/v1/users').set(t.auth)).status).toBe(200);
+      expect((await ctx.http().get('/api/v1/metrics').set(scraper.auth)).status).toBe(200);
     });
 
     it('stops a disabled user’s token at once with 401', async () => {

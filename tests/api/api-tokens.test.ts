@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { createTestContext, TestContext, TestUser } from '../support/test-app';
 import { auditRows, createApiToken } from '../support/factories';
+import { setCredentialAsTheVault } from '../support/crypto-helpers';
 
 const TOKEN_SHAPE = /^pkv_[A-Za-z0-9_-]{43}$/;
 const LOOPBACK = /^(::ffff:)?127\.0\.0\.1$/;
@@ -25,7 +26,7 @@ describe('API tokens', () => {
 
   const tokenRow = async (id: string): Promise<Row | undefined> => (await ctx.db.read((m) => m.query('SELECT * FROM api_tokens WHERE id = ?', [id])))[0];
   const tokenCount = async (): Promise<number> => Number((await ctx.db.read((m) => m.query('SELECT COUNT(*) AS n FROM api_tokens')))[0].n);
-  const setExpiry = (id: string, at: number) => ctx.db.transaction((tx) => tx.query('UPDATE api_tokens SET expires_at = ? WHERE id = ?', [at, id]));
+  const setExpiry = (id: string, at: number) => setCredentialAsTheVault(ctx, 'api_tokens', id, { expires_at: at });
   const tokenAudit = async (action: string, tokenId: string): Promise<Row[]> =>
     (await auditRows(ctx, { action })).filter((r) => r.detail && JSON.parse(String(r.detail)).tokenId === tokenId);
   const me = (credential: Record<string, string>) => ctx.http().get('/api/v1/auth/me').set(credential);

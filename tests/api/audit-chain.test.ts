@@ -1,10 +1,14 @@
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { MoreThanOrEqual } from 'typeorm';
 import { createTestContext, TestContext, TestUser } from '../support/test-app';
 import { createApiToken, createKey, createProject } from '../support/factories';
-import { countRows, killAllChildren, runPkv, sealedRows, sql } from '../support/audit-helpers';
+import { countRows, sealedRows, sql } from '../support/audit-helpers';
+import { killAll, runPkv } from '../support/processes';
 import { cliActor } from '../../src/modules/auth/actor';
-import { chainLink, rowMac } from '../../src/modules/audit/audit-chain';
+import { AuditChain, chainLink, rowMac } from '../../src/modules/audit/audit-chain';
 import { AuditEventEntity } from '../../src/modules/audit/audit-event.entity';
 
 const hex = (bytes = 32) => crypto.randomBytes(bytes).toString('hex');
@@ -73,11 +77,13 @@ describe('GET /audit-events/verify on an untouched trail', () => {
     const { auditor } = await writeTrail(ctx);
     const written = await countRows(ctx);
     expect(await ctx.container.audit.chain.sealPending()).toBe(written);
+    await ctx.container.audit.chain.flush(); // the checkpoint is written in the background
 
     const rows = await sealedRows(ctx);
     expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: written }, (_, i) => i + 1));
     const body = await verifyOverHttp(ctx, auditor);
-    expect(body).toEqual({ ok: true, checked: written, head: { seq: written, hash: rows[written - 1].chainHash }, unsealed: 0 });
+    const head = { seq: written, hash: rows[written - 1].chainHash };
+    expect(body).toEqual({ ok: true, checked: written, head, unsealed: 0, checkpoint: { ...head, at: expect.any(String) } });
     expect(body.head.hash).toMatch(/^[0-9a-f]{64}$/);
   });
 
@@ -116,6 +122,9 @@ describe('verifying a live trail', () => {
     const ROWS = 12_000;
     const chain = ctx.container.audit.chain;
     const actor = cliActor(null);
+    // What the trail held before (a fresh database's first start records vault.credentials_sealed).
+    await chain.sealPending();
+    const before = (await chain.head()).seq;
     await ctx.db.transaction(async (tx) => {
       for (let i = 0; i < ROWS; i++) await ctx.container.audit.record(tx, actor, 'project.update', 'success', {}, { detail: { i } });
     });
@@ -136,7 +145,7 @@ describe('verifying a live trail', () => {
     expect(result.head.seq).toBe(result.checked);
     const [{ chain_hash }] = await ctx.db.read((m) => m.query('SELECT chain_hash FROM audit_events WHERE seq = ?', [result.checked]));
     expect(result.head.hash).toBe(chain_hash);
-    expect(await chain.verify()).toMatchObject({ ok: true, checked: ROWS + sealedMeanwhile, unsealed: 0 });
+    expect(await chain.verify()).toMatchObject({ ok: true, checked: before + ROWS + sealedMeanwhile, unsealed: 0 });
   }, 120_000);
 
   it('accounts for every row that existed when it began, as checked or as unsealed, while a sealer links them meanwhile', async () => {
@@ -283,18 +292,26 @@ describe('GET /audit-events/verify after someone with database access alone tamp
     expect(body.reason).toMatch(/head does not match the last sealed row/);
   });
 
-  it('names a forged unsealed row whose row_mac is wrong, and still names it once the sealer has linked it', async () => {
+  it('names a forged unsealed row whose row_mac is wrong; the sealer never links it, nor what came after it, and says so once', async () => {
     const forged = forgedRow();
     await insertRaw(ctx, forged);
+    await createProject(ctx, admin);
 
     const before = await verifyOverHttp(ctx, auditor);
-    expect(before).toMatchObject({ ok: false, firstBadId: forged.id, checked: rows.length, unsealed: 1 });
+    expect(before).toMatchObject({ ok: false, firstBadId: forged.id, checked: rows.length, unsealed: 2 });
     expect(before.reason).toMatch(/unsealed row was changed or forged/);
 
-    await ctx.container.audit.chain.sealPending();
+    for (let i = 0; i < 3; i++) expect(await ctx.container.audit.chain.sealPending()).toBe(0);
     const after = await verifyOverHttp(ctx, auditor);
-    expect(after).toMatchObject({ ok: false, firstBadId: forged.id, checked: rows.length, unsealed: 0 });
-    expect(after.reason).toMatch(new RegExp(`row ${rows.length + 1} was changed after it was written`));
+    expect(after).toMatchObject({ ok: false, firstBadId: forged.id, checked: rows.length, unsealed: 2 });
+    expect(await countRows(ctx, 'seq IS NULL')).toBe(2);
+    const alarms = ctx.capture.lines.map((l) => JSON.parse(l)).filter((l) => l.event === 'audit.forged_row');
+    expect(alarms).toEqual([expect.objectContaining({ level: 'error', auditId: forged.id })]);
+
+    // Once the forged row is gone, sealing resumes where it stopped.
+    await sql(ctx, 'DELETE FROM audit_events WHERE id = ?', [forged.id]);
+    expect(await ctx.container.audit.chain.sealPending()).toBe(1);
+    expect(await verifyOverHttp(ctx, auditor)).toMatchObject({ ok: true, checked: rows.length + 1, unsealed: 0 });
   });
 
   it('names the row an attacker rewrote and re-linked with any key but the vault’s own (which alone would pass)', async () => {
@@ -316,9 +333,14 @@ describe('GET /audit-events/verify after someone with database access alone tamp
     expect(body).toMatchObject({ ok: false, firstBadId: bySeq(6).id, checked: 5 });
     expect(body.reason).toMatch(/row 6 was changed after it was written/);
 
-    // Control: the same rewrite under the real audit key (kept wrapped under the master keyring) would go unnoticed.
-    await relink(await ctx.container.keyring.systemKey(ctx.db, 'audit_chain'));
-    expect(await verifyOverHttp(ctx, auditor)).toMatchObject({ ok: true, checked: rows.length });
+    // Control: the same rewrite under the real audit key (kept wrapped under the master keyring) passes the walk; only
+    // the head anchored outside the database still tells it.
+    const auditKey = await ctx.container.keyring.systemKey('audit_chain');
+    await relink(auditKey);
+    expect(await new AuditChain(ctx.db, auditKey, ctx.container.logger).verify()).toMatchObject({ ok: true, checked: rows.length });
+    const anchored = await verifyOverHttp(ctx, auditor);
+    expect(anchored).toMatchObject({ ok: false, firstBadId: null, checked: rows.length });
+    expect(anchored.reason).toMatch(new RegExp(`row ${rows.length} no longer carries the hash of the checkpoint written at`));
   });
 
   it('reports rows cut off the tail below an untouched head', async () => {
@@ -339,33 +361,47 @@ describe('GET /audit-events/verify after someone with database access alone tamp
       await sql(ctx, 'UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1', [keep.seq, keep.chainHash]);
     });
 
-    it('passes plain verification but fails against the head recorded before', async () => {
-      expect(await verifyOverHttp(ctx, auditor)).toMatchObject({ ok: true, checked: recorded.seq - 3 });
+    it('fails plain verification (the trail is behind its checkpoint) and against the head recorded before', async () => {
+      const plain = await verifyOverHttp(ctx, auditor);
+      expect(plain).toMatchObject({ ok: false, firstBadId: null, checked: recorded.seq - 3, checkpoint: { seq: recorded.seq, hash: recorded.hash } });
+      expect(plain.reason).toMatch(new RegExp(`the trail ends at seq ${recorded.seq - 3} but the checkpoint written at .* is at seq ${recorded.seq}`));
 
       const body = await verifyOverHttp(ctx, auditor, recorded);
       expect(body).toMatchObject({ ok: false, firstBadId: null, checked: recorded.seq - 3 });
       expect(body.reason).toMatch(new RegExp(`recorded head \\(seq ${recorded.seq}\\) is no longer in the trail`));
     });
 
-    it('still fails against the recorded head once new rows have grown the chain back past it', async () => {
+    it('links no new row onto the rewound head: new rows stay unsealed and verify keeps failing', async () => {
       for (let i = 0; i < 5; i++) await createProject(ctx, admin);
-      await ctx.container.audit.chain.sealPending();
-      expect(await verifyOverHttp(ctx, auditor)).toMatchObject({ ok: true, checked: recorded.seq + 2 });
-
-      const body = await verifyOverHttp(ctx, auditor, recorded);
-      expect(body).toMatchObject({ ok: false, firstBadId: null });
-      expect(body.reason).toMatch(/truncated or rewritten/);
+      expect(await ctx.container.audit.chain.sealPending()).toBe(0);
+      expect(await countRows(ctx, 'seq IS NULL')).toBe(5);
+      const body = await verifyOverHttp(ctx, auditor);
+      expect(body).toMatchObject({ ok: false, firstBadId: null, unsealed: 5 });
+      expect(body.reason).toMatch(/rows were removed and the chain head was rewound/);
     });
 
-    it('makes `pkv audit verify --head-seq --head-hash` exit 1 while plain `pkv audit verify` exits 0', async () => {
+    it('makes `pkv audit verify` exit 1 against the data dir’s checkpoint; without one only --head-seq/--head-hash tells', async () => {
       const plain = await runPkv(['audit', 'verify'], ctx.env);
-      expect(plain.code).toBe(0);
-      expect(JSON.parse(plain.stdout)).toMatchObject({ ok: true, checked: recorded.seq - 3 });
+      expect(plain.code).toBe(1);
+      expect(JSON.parse(plain.stdout)).toMatchObject({ ok: false, firstBadId: null, reason: expect.stringMatching(/rows were removed and the chain head was rewound/) });
+      expect(plain.stderr).toMatch(/verification FAILED/);
+      expect(plain.stderr).toMatch(/audit.checkpoint_mismatch/);
 
-      const pinned = await runPkv(['audit', 'verify', '--head-seq', String(recorded.seq), '--head-hash', recorded.hash], ctx.env);
-      expect(pinned.code).toBe(1);
-      expect(JSON.parse(pinned.stdout)).toMatchObject({ ok: false, firstBadId: null, reason: expect.stringMatching(/truncated or rewritten/) });
-      expect(pinned.stderr).toMatch(/verification FAILED/);
+      const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'pkv-nockpt-'));
+      try {
+        const env = { ...ctx.env, PKV_DATA_DIR: elsewhere };
+        const unanchored = await runPkv(['audit', 'verify'], env);
+        expect(unanchored.code).toBe(0);
+        // With no checkpoint file the trail is anchored afresh from the head it shows (the rewound one): it verifies.
+        expect(JSON.parse(unanchored.stdout)).toMatchObject({ ok: true, checked: recorded.seq - 3, checkpoint: { seq: recorded.seq - 3 } });
+
+        const pinned = await runPkv(['audit', 'verify', '--head-seq', String(recorded.seq), '--head-hash', recorded.hash], env);
+        expect(pinned.code).toBe(1);
+        expect(JSON.parse(pinned.stdout)).toMatchObject({ ok: false, firstBadId: null, reason: expect.stringMatching(/truncated or rewritten/) });
+        expect(pinned.stderr).toMatch(/verification FAILED/);
+      } finally {
+        fs.rmSync(elsewhere, { recursive: true, force: true });
+      }
     }, 60_000);
   });
 });
@@ -376,7 +412,7 @@ describe('pkv audit verify', () => {
     ctx = await createTestContext();
   });
   afterAll(async () => {
-    await killAllChildren();
+    await killAll();
     await ctx.close();
   });
 
@@ -461,7 +497,7 @@ describe('audit events in the structured log', () => {
     const reveals = auditLines().filter((l) => l.audit.action === 'provider_key.reveal' && l.audit.keyId === key.id);
     expect(reveals).toHaveLength(1);
     const text = ctx.logText();
-    const auditKey = await ctx.container.keyring.systemKey(ctx.db, 'audit_chain');
+    const auditKey = await ctx.container.keyring.systemKey('audit_chain');
     expect(text).not.toContain(auditKey.toString('hex'));
     expect(text).not.toContain(auditKey.toString('base64'));
     for (const secret of [key.secret, admin.password, owner.password, 'not-the-password-1', admin.token, owner.token, token.token, ctx.env.PKV_MASTER_KEY!, ctx.env.PKV_JWT_SECRET!]) {

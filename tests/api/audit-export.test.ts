@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -8,35 +7,36 @@ import { parse as parseCsv } from 'csv-parse/sync';
 import { parse as csvParser } from 'csv-parse';
 import { createTestContext, TestContext, TestUser } from '../support/test-app';
 import { createApiToken, createKey, createProject, CreatedKey } from '../support/factories';
-import {
-  childEnv,
-  countRows,
-  httpJson,
-  insertAuditRows,
-  killAllChildren,
-  PKV_BIN,
-  RawAuditRow,
-  rssOf,
-  runPkv,
-  sampleRss,
-  spawnServer,
-  SpawnedServer,
-} from '../support/audit-helpers';
+import { countRows, httpJson, insertAuditRows, RawAuditRow } from '../support/audit-helpers';
+import { killAll, rssOf, runPkv, sampleRss, servePkv, ServingPkv, spawnPkv } from '../support/processes';
 import { AUDIT_ACTIONS, AUDIT_OUTCOMES, AuditEventEntity } from '../../src/modules/audit/audit-event.entity';
 import { chainLink, rowMac } from '../../src/modules/audit/audit-chain';
 import { cliActor } from '../../src/modules/auth/actor';
 
-const COLUMNS = ['id', 'seq', 'at', 'action', 'outcome', 'actorId', 'actorUsername', 'actorRole', 'via', 'apiTokenId', 'keyId', 'projectId', 'ownerId', 'ip', 'userAgent', 'requestId', 'reason', 'detail'];
+const COLUMNS = ['id', 'seq', 'at', 'action', 'outcome', 'actorId', 'actorUsername', 'actorRole', 'via', 'apiTokenId', 'keyId', 'keyName', 'projectId', 'projectName', 'ownerId', 'ownerUsername', 'ip', 'userAgent', 'requestId', 'reason', 'detail'];
+const NAME_COLUMNS = ['keyName', 'projectName', 'ownerUsername'];
+/** A CSV export starts with a UTF-8 byte order mark, so that Excel reads it as UTF-8. */
+const BOM = '\ufeff';
+const parseExport = (text: string): string[][] => {
+  expect(text.startsWith(BOM)).toBe(true);
+  return parseCsv(text, { bom: true }) as string[][];
+};
+/** An exported event without the names added beside the ids: the event as the list returns it. */
+const withoutNames = (e: Record<string, unknown>) => Object.fromEntries(Object.entries(e).filter(([k]) => !NAME_COLUMNS.includes(k)));
 const FORMULA_START = /^[=+\-@\t\r]/;
 
 type Event = Record<string, unknown> & { id: string; at: string };
 
-/** What a CSV cell must hold for a value from the JSON API: a formula-looking text gets a leading apostrophe. */
+/**
+ * What a CSV cell must hold for a value from the JSON API: an apostrophe before every formula trigger that starts the
+ * cell or follows whitespace, a separator or a quote (where another reader's field would start), and before a leading
+ * tab or CR.
+ */
 function expectedCell(v: unknown): string {
   if (v === null || v === undefined) return '';
   if (typeof v === 'number') return String(v);
-  const s = typeof v === 'string' ? v : JSON.stringify(v);
-  return FORMULA_START.test(s) ? `'${s}` : s;
+  const s = (typeof v === 'string' ? v : JSON.stringify(v)).replace(/(^|[\s,;|"])([=+\-@＝＋－＠])/g, "$1'$2");
+  return /^[\t\r]/.test(s) ? `'${s}` : s;
 }
 
 function asText(res: NodeJS.ReadableStream & { setEncoding(e: string): void }, cb: (err: Error | null, body: string) => void): void {
@@ -64,6 +64,15 @@ async function listAll(ctx: TestContext, as: TestUser, filter: Record<string, st
     cursor = res.body.nextCursor;
   } while (cursor);
   return items;
+}
+
+/** The names the export must put beside a listed event's ids, read from the database now. */
+async function currentNames(ctx: TestContext): Promise<(e: Event) => Record<string, string | null>> {
+  const keys = new Map<string, string>((await ctx.db.read((m) => m.query('SELECT id, name FROM provider_keys'))).map((r: { id: string; name: string }) => [r.id, r.name]));
+  const projects = new Map<string, string>((await ctx.db.read((m) => m.query('SELECT id, name FROM projects'))).map((r: { id: string; name: string }) => [r.id, r.name]));
+  const users = new Map<string, string>((await ctx.db.read((m) => m.query('SELECT id, username FROM users'))).map((r: { id: string; username: string }) => [r.id, r.username]));
+  const name = (map: Map<string, string>, id: unknown) => (typeof id === 'string' ? (map.get(id) ?? null) : null);
+  return (e) => ({ keyName: name(keys, e.keyId), projectName: name(projects, e.projectId), ownerUsername: name(users, e.ownerId) });
 }
 
 const ndjsonEvents = (text: string): Event[] => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Event);
@@ -127,6 +136,10 @@ describe('who may list, export and verify the audit trail', () => {
     ['a projectId that is not a UUID', '/audit-events/export?format=csv&projectId=%27%20OR%201%3D1'],
     ['an unknown action', '/audit-events?action=provider_key.steal'],
     ['an unknown outcome', '/audit-events/export?format=csv&outcome=maybe'],
+    ['an unknown outcome among known ones', '/audit-events?outcome=denied,maybe'],
+    ['an empty outcome in a list', '/audit-events?outcome=denied,'],
+    ['an unknown actorRole', '/audit-events?actorRole=root'],
+    ['a byOwner that is not true or false', '/audit-events/export?format=csv&byOwner=yes'],
     ['an unknown parameter', '/audit-events/export?format=csv&sql=1'],
     ['a limit above 200', '/audit-events?limit=500'],
     ['a cursor this API never issued', '/audit-events?cursor=bm90LWEtdXVpZA'],
@@ -178,7 +191,7 @@ describe('GET /audit-events/export', () => {
     await ctx.http().patch(`/api/v1/projects/${p2.id}`).set(admin.auth).send({ description: 'second, "quoted"' }).expect(200);
   });
   afterAll(async () => {
-    await killAllChildren();
+    await killAll();
     await ctx.close();
   });
 
@@ -192,10 +205,11 @@ describe('GET /audit-events/export', () => {
     expect(res.headers['content-type']).toBe('text/csv; charset=utf-8');
     expect(res.headers['content-disposition']).toMatch(/^attachment; filename="pkv-audit-[0-9TZ-]+\.csv"$/);
     expect(res.headers['content-length']).toBeUndefined();
-    const [header, ...rows] = parseCsv(res.text) as string[][];
+    const [header, ...rows] = parseExport(res.text);
     expect(header).toEqual(COLUMNS);
     expect(rows).toHaveLength(listed.length);
-    rows.forEach((row, i) => expect(row).toEqual(COLUMNS.map((c) => expectedCell(listed[i][c]))));
+    const names = await currentNames(ctx);
+    rows.forEach((row, i) => expect(row).toEqual(COLUMNS.map((c) => expectedCell({ ...listed[i], ...names(listed[i]) }[c]))));
     expect(rows.map((r) => r[0])).toEqual([...rows.map((r) => r[0])].sort());
     expect(rows.map((r) => Number(r[1]))).toEqual(rows.map((_r, i) => i + 1));
   });
@@ -209,11 +223,14 @@ describe('GET /audit-events/export', () => {
     expect(res.headers['content-type']).toBe('application/x-ndjson; charset=utf-8');
     expect(res.headers['content-disposition']).toMatch(/^attachment; filename="pkv-audit-[0-9TZ-]+\.ndjson"$/);
     expect(res.text.endsWith('\n')).toBe(true);
-    expect(ndjsonEvents(res.text)).toEqual(listed);
+    const exported = ndjsonEvents(res.text);
+    expect(exported.map(withoutNames)).toEqual(listed);
+    const names = await currentNames(ctx);
+    exported.forEach((e, i) => expect({ keyName: e.keyName, projectName: e.projectName, ownerUsername: e.ownerUsername }).toEqual(names(listed[i])));
   });
 
   it('neutralises formula cells from a project name, reveal reason, user agent and request id in CSV, but keeps them verbatim in NDJSON', async () => {
-    const csv = parseCsv((await exportText(ctx, auditor.auth, { format: 'csv' })).text) as string[][];
+    const csv = parseExport((await exportText(ctx, auditor.auth, { format: 'csv' })).text);
     const ndjson = ndjsonEvents((await exportText(ctx, auditor.auth, { format: 'ndjson' })).text);
     const col = (c: string) => COLUMNS.indexOf(c);
     const csvRow = (pred: (e: Event) => boolean) => {
@@ -229,7 +246,12 @@ describe('GET /audit-events/export', () => {
 
     const project = csvRow((e) => e.action === 'project.create' && e.projectId === p1.id);
     expect(project.e.detail).toEqual({ name: HYPERLINK });
-    expect(JSON.parse(project.row[col('detail')])).toEqual({ name: HYPERLINK });
+    expect(JSON.parse(project.row[col('detail')])).toEqual({ name: `'${HYPERLINK}` });
+
+    // Names beside the ids are guarded the same way: the key '+SUM(1,2)' and the project named by a formula.
+    expect(reveal.row[col('keyName')]).toBe("'+SUM(1,2)");
+    expect(reveal.row[col('projectName')]).toBe(`'${HYPERLINK}`);
+    expect(reveal.e).toMatchObject({ keyName: '+SUM(1,2)', projectName: HYPERLINK, ownerUsername: owner.username });
 
     const tricky = csvRow((e) => e.reason === TRICKY);
     expect(tricky.row[col('reason')]).toBe(TRICKY);
@@ -251,7 +273,7 @@ describe('GET /audit-events/export', () => {
     const head = { seq: expect.any(Number), hash: expect.stringMatching(/^[0-9a-f]{64}$/) };
     expect(JSON.parse(added[0].detail)).toEqual({ format: 'csv', filter: {}, head });
     // The file ends exactly at the head the audit row names: the last exported row is that link of the chain.
-    const lastRow = (parseCsv(bySession.text) as string[][]).slice(-1)[0];
+    const lastRow = parseExport(bySession.text).slice(-1)[0];
     const named = JSON.parse(added[0].detail).head;
     expect(Number(lastRow[1])).toBe(named.seq);
     const [link] = await ctx.db.read((m) => m.query('SELECT chain_hash FROM audit_events WHERE seq = ?', [named.seq]));
@@ -269,7 +291,7 @@ describe('GET /audit-events/export', () => {
     const csv = await exportText(ctx, auditor.auth, { format: 'csv', action: 'keyring.rotate' });
     const ndjson = await exportText(ctx, auditor.auth, { format: 'ndjson', action: 'keyring.rotate' });
 
-    expect(csv).toMatchObject({ status: 200, text: `${COLUMNS.join(',')}\r\n` });
+    expect(csv).toMatchObject({ status: 200, text: `${BOM}${COLUMNS.join(',')}\r\n` });
     expect(ndjson).toMatchObject({ status: 200, text: '' });
   });
 
@@ -282,6 +304,14 @@ describe('GET /audit-events/export', () => {
     ['keyId', async () => ({ filter: { keyId: k1.id }, where: 'key_id = ?', params: [k1.id] })],
     ['projectId', async () => ({ filter: { projectId: p2.id }, where: 'project_id = ?', params: [p2.id] })],
     ['action and outcome', async () => ({ filter: { action: 'auth.login', outcome: 'success' }, where: "action = 'auth.login' AND outcome = 'success'", params: [] })],
+    ['two outcomes', async () => ({ filter: { outcome: 'denied,rate_limited' }, where: "outcome IN ('denied', 'rate_limited')", params: [] })],
+    ['actorRole', async () => ({ filter: { actorRole: 'admin' }, where: "actor_role = 'admin'", params: [] })],
+    ['byOwner=true', async () => ({ filter: { byOwner: 'true' }, where: 'actor_id = owner_id', params: [] })],
+    ['byOwner=false', async () => ({ filter: { byOwner: 'false' }, where: 'owner_id IS NOT NULL AND (actor_id IS NULL OR actor_id <> owner_id)', params: [] })],
+    [
+      'reveals by an admin of someone else’s key',
+      async () => ({ filter: { action: 'provider_key.reveal', actorRole: 'admin', byOwner: 'false' }, where: "action = 'provider_key.reveal' AND actor_role = 'admin' AND actor_id <> owner_id", params: [] }),
+    ],
     ...(['from', 'to', 'from and to'] as const).map(
       (which) =>
         [
@@ -305,7 +335,7 @@ describe('GET /audit-events/export', () => {
     const expected = async () => (await ctx.db.read((m) => m.query(`SELECT id FROM audit_events WHERE ${where} ORDER BY id`, params))).map((r: { id: string }) => r.id);
     const beforeList = await expected();
     const listed = (await listAll(ctx, auditor, filter)).map((e) => e.id).reverse();
-    const csv = (parseCsv((await exportText(ctx, auditor.auth, { ...filter, format: 'csv' })).text) as string[][]).slice(1).map((r) => r[0]);
+    const csv = parseExport((await exportText(ctx, auditor.auth, { ...filter, format: 'csv' })).text).slice(1).map((r) => r[0]);
     const beforeNdjson = await expected();
     const ndjson = ndjsonEvents((await exportText(ctx, auditor.auth, { ...filter, format: 'ndjson' })).text).map((e) => e.id);
 
@@ -325,7 +355,7 @@ describe('GET /audit-events/export', () => {
       expect(res.code).toBe(0);
       expect(res.stdout).toBe('');
       expect(fs.statSync(out).mode & 0o777).toBe(0o600);
-      const [header, ...rows] = parseCsv(fs.readFileSync(out, 'utf8')) as string[][];
+      const [header, ...rows] = parseExport(fs.readFileSync(out, 'utf8'));
       expect(header).toEqual(COLUMNS);
       expect(rows).toHaveLength(before);
       // Counted in events, not lines: one reason holds a newline.
@@ -345,7 +375,7 @@ describe('GET /audit-events/export', () => {
       const res = await runPkv(['audit', 'export', '--format', 'csv', '--out', out], ctx.env);
 
       expect(res.code).toBe(0);
-      expect(fs.readFileSync(out, 'utf8')).toMatch(/^id,seq,at,/);
+      expect(fs.readFileSync(out, 'utf8')).toMatch(/^\ufeffid,seq,at,/);
       expect(fs.statSync(out).mode & 0o777).toBe(0o600);
     }, 60_000);
 
@@ -436,7 +466,7 @@ function bulkCells(i: number, base: number, seq: number): string[] {
   const r = bulkRow(i, base);
   const values: unknown[] = [
     r.id, seq, new Date(Number(r.at)).toISOString(), r.action, r.outcome, r.actor_id, r.actor_username, r.actor_role, r.via, r.api_token_id,
-    r.key_id, r.project_id, r.owner_id, r.ip, r.user_agent, r.request_id, r.reason, JSON.parse(String(r.detail)),
+    r.key_id, null, r.project_id, null, r.owner_id, null, r.ip, r.user_agent, r.request_id, r.reason, JSON.parse(String(r.detail)),
   ];
   return values.map(expectedCell);
 }
@@ -465,7 +495,7 @@ async function streamExport(url: string, headers: Record<string, string>, sink: 
 
 describe(`exporting ${BIG.toLocaleString('en')} events from a spawned server`, () => {
   let ctx: TestContext;
-  let server: SpawnedServer;
+  let server: ServingPkv;
   let auth: Record<string, string>;
   let base: number;
   let firstSeq: number;
@@ -478,7 +508,7 @@ describe(`exporting ${BIG.toLocaleString('en')} events from a spawned server`, (
     await chain.sealPending();
     const head = await chain.head();
     // Rows are written straight through SQL, but sealed with the vault's own key so the trail stays verifiable.
-    const key = await ctx.container.keyring.systemKey(ctx.db, 'audit_chain');
+    const key = await ctx.container.keyring.systemKey('audit_chain');
     base = Date.now() - BIG - 3_600_000;
     firstSeq = head.seq + 1;
     let prev = head.hash;
@@ -501,13 +531,13 @@ describe(`exporting ${BIG.toLocaleString('en')} events from a spawned server`, (
     await ctx.db.transaction((tx) => tx.query('UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1', [firstSeq + BIG - 1, prev]));
 
     // A capped heap makes retention fatal (the CSV alone is larger than the cap) instead of hiding in lazy GC.
-    server = await spawnServer(ctx.env, { extraEnv: { NODE_OPTIONS: `--max-old-space-size=${HEAP_CAP_MB}` } });
+    server = await servePkv({ ...ctx.env, NODE_OPTIONS: `--max-old-space-size=${HEAP_CAP_MB}` });
     const login = await httpJson(server.url, 'POST', '/auth/login', { body: { username: auditor.username, password: auditor.password } });
     expect(login.status).toBe(200);
     auth = { Authorization: `Bearer ${login.body.accessToken as string}` };
   }, 300_000);
   afterAll(async () => {
-    await killAllChildren();
+    await killAll();
     await ctx.close();
   });
 
@@ -519,7 +549,7 @@ describe(`exporting ${BIG.toLocaleString('en')} events from a spawned server`, (
     const found = new Map<number, string[]>();
     let records = 0;
     let header: string[] | undefined;
-    const parser = csvParser();
+    const parser = csvParser({ bom: true });
     parser.on('data', (record: string[]) => {
       if (!header) header = record;
       else {
@@ -595,19 +625,20 @@ describe('pkv audit export into a reader that goes away (`| head`)', () => {
       });
     }
   }, 120_000);
-  afterAll(() => ctx.close());
+  afterAll(async () => {
+    await killAll();
+    await ctx.close();
+  });
 
   it('stops quietly with exit 0 and nothing on stderr once its stdout is closed', async () => {
-    const child = spawn(process.execPath, [PKV_BIN, 'audit', 'export', '--format', 'ndjson'], { cwd: ctx.tdb.dir, env: childEnv(ctx.env), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
+    const proc = spawnPkv(['audit', 'export', '--format', 'ndjson'], ctx.env, { cwd: ctx.tdb.dir });
     let received = 0;
-    child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     // Read the first chunk, then hang up, as `head -c` would: the export (about 1 MB) is far from done.
-    child.stdout!.once('data', (c: Buffer) => {
+    proc.child.stdout!.once('data', (c: string) => {
       received = c.length;
-      child.stdout!.destroy();
+      proc.child.stdout!.destroy();
     });
-    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+    const { code, stderr } = await proc.exited;
     expect(received).toBeGreaterThan(0);
     // Only the structured audit log line: no stack trace, no EPIPE, no error level.
     const lines = stderr.split('\n').filter(Boolean);

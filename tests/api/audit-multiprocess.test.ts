@@ -1,6 +1,7 @@
 import { createTestContext, TestContext } from '../support/test-app';
 import { createKey, createProject } from '../support/factories';
-import { boundedLoop, countRows, httpJson, killAllChildren, spawnServer, SpawnedServer, waitFor } from '../support/audit-helpers';
+import { boundedLoop, countRows, httpJson } from '../support/audit-helpers';
+import { killAll, servePkv, ServingPkv, waitFor } from '../support/processes';
 
 const OPS_PER_SERVER = 1100;
 const CONCURRENCY = 8;
@@ -8,13 +9,13 @@ const LOAD_DEADLINE_MS = 240_000;
 
 describe('two pkv servers sharing one database and one audit trail', () => {
   let ctx: TestContext;
-  const servers: SpawnedServer[] = [];
+  const servers: ServingPkv[] = [];
 
   beforeAll(async () => {
     ctx = await createTestContext({ PKV_REVEAL_RATE_LIMIT: '100000' });
   });
   afterAll(async () => {
-    await killAllChildren();
+    await killAll();
     await ctx.close();
   });
 
@@ -25,8 +26,8 @@ describe('two pkv servers sharing one database and one audit trail', () => {
     const project = await createProject(ctx, admin);
     const key = await createKey(ctx, admin, { ownerId: member.id, projectId: project.id });
 
-    servers.push(...(await Promise.all([spawnServer(ctx.env), spawnServer(ctx.env)])));
-    const signIn = async (server: SpawnedServer, u: { username: string; password: string }, agent: string) => {
+    servers.push(...(await Promise.all([servePkv(ctx.env), servePkv(ctx.env)])));
+    const signIn = async (server: ServingPkv, u: { username: string; password: string }, agent: string) => {
       const res = await httpJson(server.url, 'POST', '/auth/login', { body: { username: u.username, password: u.password }, headers: { 'User-Agent': agent } });
       return res.status === 200 ? { Authorization: `Bearer ${res.body.accessToken as string}`, 'User-Agent': agent } : undefined;
     };

@@ -47,7 +47,7 @@ describe('/auth', () => {
       expect(Object.keys(res.body).sort()).toEqual(['accessToken', 'expiresIn', 'tokenType', 'user']);
       expect(res.body.tokenType).toBe('Bearer');
       expect(res.body.expiresIn).toBe(ctx.config.jwtTtlSeconds);
-      expect(res.body.user).toEqual({ id: member.id, username: member.username, displayName: null, role: 'member', status: 'active', createdAt: expect.any(String), updatedAt: expect.any(String) });
+      expect(res.body.user).toEqual({ id: member.id, username: member.username, displayName: null, role: 'member', status: 'active', mustChangePassword: false, createdAt: expect.any(String), updatedAt: expect.any(String) });
       expect(res.headers['cache-control']).toBe('no-store');
       expect(res.text).not.toContain('scrypt');
 
@@ -77,7 +77,7 @@ describe('/auth', () => {
       const after = await auditRows(ctx, { action: 'auth.login' });
       const fresh = after.slice(0, after.length - before.length);
       expect(fresh.map((r) => [r.outcome, r.actor_username, detailOf(r).why])).toEqual([
-        ['denied', ghost, 'unknown_user'],
+        ['denied', '(unknown user)', 'unknown_user'],
         ['denied', member.username, 'wrong_password'],
       ]);
       expect(fresh[1].actor_id).toBe(member.id);
@@ -117,6 +117,53 @@ describe('/auth', () => {
       const res = await ctx.http().post('/api/v1/auth/login').send(body);
       expectError(res, 400, 'validation_failed');
       expect(await writeCounts(ctx)).toEqual(before);
+    });
+  });
+
+  describe('a secret typed into the username field', () => {
+    /** Every row of every table, as text (the MySQL rate-limit counters included). */
+    async function databaseText(): Promise<string> {
+      const tables: Array<{ name: string }> = await ctx.db.read((m) =>
+        ctx.kind === 'sqlite' ? m.query("SELECT name FROM sqlite_master WHERE type = 'table'") : m.query('SELECT table_name AS name FROM information_schema.tables WHERE table_schema = DATABASE()'),
+      );
+      const parts: string[] = [];
+      for (const { name } of tables) parts.push(JSON.stringify(await ctx.db.read((m) => m.query(`SELECT * FROM \`${name}\``))));
+      return parts.join('\n');
+    }
+
+    const hex = (n: number) => crypto.randomBytes(n).toString('hex');
+    // Shapes of real keys; all but the last two are valid usernames, which is how they used to reach the trail.
+    const SECRETS: Array<[string, () => string]> = [
+      ['a DeepSeek key', () => `sk-${hex(16)}`],
+      ['a Volcengine Ark key', () => crypto.randomUUID()],
+      ['a pkv_ API token', () => `pkv_${crypto.randomBytes(32).toString('base64url')}`],
+      ['a short high-entropy name', () => `x${crypto.randomBytes(12).toString('base64url')}`],
+      ['an OpenAI project key', () => `sk-proj-${crypto.randomBytes(60).toString('base64url')}`],
+      ['an Anthropic key with spaces around it', () => ` sk-ant-api03-${crypto.randomBytes(70).toString('base64url')} `],
+    ];
+
+    it.each(SECRETS)('records neither %s nor its lower-case form in the trail, the log or any table: only a marker', async (_story, make) => {
+      const secret = make();
+      ctx.secrets.add('password', secret.trim());
+      ctx.secrets.add('password', secret.trim().toLowerCase());
+      const before = (await auditRows(ctx, { action: 'auth.login' })).length;
+      expectError(await signIn(secret, 'whatever-password'), 401, 'unauthorized');
+      const rows = await auditRows(ctx, { action: 'auth.login' });
+      const fresh = rows.slice(0, rows.length - before);
+      expect(fresh.map((r) => [r.outcome, r.actor_id, detailOf(r).why])).toEqual([['denied', null, 'unknown_user']]);
+      expect(['(unknown user)', '(not a valid username)']).toContain(fresh[0].actor_username);
+      for (const needle of [secret.trim(), secret.trim().toLowerCase(), secret.trim().slice(4, 20).toLowerCase()]) {
+        expect(ctx.logText().toLowerCase()).not.toContain(needle.toLowerCase());
+        expect((await databaseText()).toLowerCase()).not.toContain(needle.toLowerCase());
+      }
+    });
+
+    it('still names an existing user who mistyped their password', async () => {
+      const member = await user('member');
+      expectError(await signIn(member.username, 'not-the-password'), 401, 'unauthorized');
+      const [row] = (await auditRows(ctx, { action: 'auth.login' })).filter((r) => r.actor_id === member.id);
+      expect(row).toMatchObject({ outcome: 'denied', actor_username: member.username });
+      expect(detailOf(row).why).toBe('wrong_password');
     });
   });
 
@@ -343,12 +390,19 @@ describe('/auth', () => {
 
     it('blocks probing for unknown usernames the same way', async () => {
       const ghost = 'nobody-here';
+      const before = (await auditRows(rl, { action: 'auth.login' })).length;
       for (let i = 0; i < 3; i++) expectError(await rlSignIn(ghost, 'some-password-1'), 401, 'unauthorized');
       const blocked = await rlSignIn(ghost, 'some-password-1');
       expectError(blocked, 429, 'rate_limited');
       expect(blocked.headers['retry-after']).toMatch(/^\d+$/);
-      const rows = (await auditRows(rl, { action: 'auth.login' })).filter((r) => r.actor_username === ghost);
-      expect(rows.map((r) => r.outcome)).toEqual(['rate_limited', 'denied', 'denied', 'denied']);
+      const all = await auditRows(rl, { action: 'auth.login' });
+      const rows = all.slice(0, all.length - before);
+      expect(rows.map((r) => [r.outcome, r.actor_username, r.actor_id])).toEqual([
+        ['rate_limited', '(unknown user)', null],
+        ['denied', '(unknown user)', null],
+        ['denied', '(unknown user)', null],
+        ['denied', '(unknown user)', null],
+      ]);
     });
 
     it('keeps letting other users sign in from the same address', async () => {

@@ -1,40 +1,28 @@
-import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import { createTestContext, TestContext, TestUser } from '../support/test-app';
 import { auditRows } from '../support/factories';
+import { assertBuilt, killAll, PkvResult, runPkv } from '../support/processes';
 
-const CLI = path.resolve(__dirname, '../../dist/src/cli/pkv.js');
 const TOKEN_SHAPE = /^pkv_[A-Za-z0-9_-]{43}$/;
 const DAY_MS = 86_400_000;
 const sha256 = (s: string) => crypto.createHash('sha256').update(s, 'utf8').digest('hex');
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 describe('pkv token create', () => {
   let ctx: TestContext;
   let user: TestUser;
 
   beforeAll(async () => {
-    if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (npm test does)`);
+    assertBuilt();
     ctx = await createTestContext();
     user = await ctx.user('member');
   });
-  afterAll(() => ctx.close());
+  afterAll(async () => {
+    await killAll();
+    await ctx.close();
+  });
 
   /** The built CLI against this context's database, with its master key and JWT secret, from a directory without a .env. */
-  const pkv = (...args: string[]): Promise<Run> =>
-    new Promise((resolve) => {
-      const env = { PATH: process.env.PATH, ...ctx.env } as NodeJS.ProcessEnv;
-      execFile(process.execPath, [CLI, 'token', 'create', ...args], { env, cwd: ctx.tdb.dir, timeout: 45_000 }, (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
-      });
-    });
+  const pkv = (...args: string[]): Promise<PkvResult> => runPkv(['token', 'create', ...args], ctx.env, { cwd: ctx.tdb.dir, timeoutMs: 45_000 });
   const tokenCount = async (): Promise<number> => Number((await ctx.db.read((m) => m.query('SELECT COUNT(*) AS n FROM api_tokens')))[0].n);
 
   it('prints only the token on stdout; it works against the server, acting as the user with the asked scopes and expiry', async () => {

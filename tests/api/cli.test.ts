@@ -3,9 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig } from '../../src/config';
 import { cliActor } from '../../src/modules/auth/actor';
-import { createTestDatabase, dbKind, randomMasterKey, testEnv, TestDatabase } from '../support/test-app';
+import { createTestDatabase, dbKind, Instance, openInstance, randomMasterKey, testEnv, TestDatabase } from '../support/test-app';
 import { uniqueSecret } from '../support/factories';
-import { assertBuilt, Env, InProcessVault, killAll, lines, openVault, PkvResult, runPkv } from '../support/cli-helpers';
+import { assertBuilt, Env, killAll, lines, PkvResult, runPkv } from '../support/processes';
 
 const kind = dbKind();
 const uname = (prefix: string) => `${prefix}-${crypto.randomBytes(4).toString('hex')}`;
@@ -52,6 +52,8 @@ describe('pkv --help', () => {
     ['audit', ['verify', 'export']],
     ['audit verify', ['--head-seq', '--head-hash']],
     ['audit export', ['--format', '--from', '--to', '--out', 'csv', 'ndjson']],
+    ['virtual-key', ['create']],
+    ['virtual-key create', ['--key-id', '--name', '--models', '--expires-in-days', '--daily-request-limit', '--daily-token-limit', '--username', '--reason']],
   ];
   const help = runAhead<[string, string[]]>(helpCases, (command) => runPkv([...command.split(' '), '--help']));
   it.each(helpCases)('pkv %s --help exits 0 and names its options', async (command, mentions) => {
@@ -72,6 +74,9 @@ describe('pkv usage errors', () => {
     ['user reset-password without --username', ['user', 'reset-password'], /--username/],
     ['token create without --scope', ['token', 'create', '--username', 'someone', '--name', 'ci'], /--scope/],
     ['audit export without --format', ['audit', 'export'], /--format/],
+    ['virtual-key create without --key-id', ['virtual-key', 'create', '--name', 'ci'], /--key-id/],
+    ['virtual-key create with a key id that is not a UUID', ['virtual-key', 'create', '--key-id', 'nope', '--name', 'ci'], /--key-id: must be a UUID/],
+    ['virtual-key create with a lifetime out of range', ['virtual-key', 'create', '--key-id', '01890000-0000-7000-8000-000000000000', '--name', 'ci', '--expires-in-days', '0'], /--expires-in-days/],
     ['serve with a port out of range', ['serve', '--port', '70000'], /--port/],
   ];
   const usage = runAhead<[string, string[], RegExp]>(usageCases, (_story, args) => runPkv(args));
@@ -101,13 +106,13 @@ describe('pkv keyring generate', () => {
 describe('pkv commands against a database', () => {
   let tdb: TestDatabase;
   let env: Env;
-  let vault: InProcessVault;
+  let vault: Instance;
 
   beforeAll(async () => {
     tdb = await createTestDatabase(kind);
     // The default level: CLI commands keep stderr for warnings and errors (debug would log every audit row there).
     env = testEnv(tdb, { PKV_LOG_LEVEL: 'info' });
-    vault = await openVault(env);
+    vault = await openInstance(env, { migrate: true });
   });
   afterAll(async () => {
     await killAll();
@@ -122,7 +127,7 @@ describe('pkv commands against a database', () => {
     it('--password-stdin creates a user who signs in, audited as user.create via cli', async () => {
       const username = uname('piped');
       const password = newPassword();
-      const res = await runPkv(['user', 'create', '--username', username, '--role', 'member', '--display-name', 'Piped Member', '--password-stdin'], env, `${password}\n`);
+      const res = await runPkv(['user', 'create', '--username', username, '--role', 'member', '--display-name', 'Piped Member', '--password-stdin'], env, { stdin: `${password}\n` });
       expect(res).toMatchObject({ code: 0, stderr: '' });
       const row = await userRow(username);
       expect(row).toMatchObject({ role: 'member' });
@@ -131,7 +136,8 @@ describe('pkv commands against a database', () => {
 
       const login = await vault.login(username, password);
       expect(login.status).toBe(200);
-      expect(login.body.user).toMatchObject({ username, role: 'member', displayName: 'Piped Member' });
+      // The operator chose this password, not the user: it must be changed at the first sign-in.
+      expect(login.body.user).toMatchObject({ username, role: 'member', displayName: 'Piped Member', mustChangePassword: true });
 
       const audit = await vault.db.read((m) => m.query("SELECT * FROM audit_events WHERE action = 'user.create' AND detail LIKE ?", [`%${username}%`]));
       expect(audit).toHaveLength(1);
@@ -142,7 +148,7 @@ describe('pkv commands against a database', () => {
     it('keeps the password out of stderr even at PKV_LOG_LEVEL=debug', async () => {
       const username = uname('debug');
       const password = newPassword();
-      const res = await runPkv(['user', 'create', '--username', username, '--role', 'member', '--password-stdin'], { ...env, PKV_LOG_LEVEL: 'debug' }, password);
+      const res = await runPkv(['user', 'create', '--username', username, '--role', 'member', '--password-stdin'], { ...env, PKV_LOG_LEVEL: 'debug' }, { stdin: password });
       expect(res.code).toBe(0);
       expect(res.stderr).toContain('user.create');
       expect(res.stdout + res.stderr).not.toContain(password);
@@ -152,7 +158,7 @@ describe('pkv commands against a database', () => {
     it('exits when it is done with PKV_REDIS_URL set (the shared rate-limit client is closed, not left holding the process)', async () => {
       const username = uname('redis');
       const password = newPassword();
-      const res = await runPkv(['user', 'create', '--username', username, '--role', 'member', '--password-stdin'], { ...env, PKV_REDIS_URL: 'redis://127.0.0.1:6379' }, password, { timeoutMs: 15_000 });
+      const res = await runPkv(['user', 'create', '--username', username, '--role', 'member', '--password-stdin'], { ...env, PKV_REDIS_URL: 'redis://127.0.0.1:6379' }, { stdin: password, timeoutMs: 15_000 });
       expect(res).toMatchObject({ code: 0, timedOut: false, stderr: '' });
       expect((await vault.login(username, password)).status).toBe(200);
     });
@@ -173,7 +179,7 @@ describe('pkv commands against a database', () => {
 
     it('refuses a role it does not know, with one error line naming --role, and creates nobody', async () => {
       const username = uname('boss');
-      const res = await runPkv(['user', 'create', '--username', username, '--role', 'boss', '--password-stdin'], env, newPassword());
+      const res = await runPkv(['user', 'create', '--username', username, '--role', 'boss', '--password-stdin'], env, { stdin: newPassword() });
       expect(res.code).not.toBe(0);
       expect(res.stdout).toBe('');
       const errors = lines(res.stderr).filter((l) => /error/i.test(l));
@@ -183,16 +189,31 @@ describe('pkv commands against a database', () => {
 
     it('refuses a username it does not allow, with one stderr line', async () => {
       const password = newPassword();
-      const res = await runPkv(['user', 'create', '--username', 'no spaces!', '--role', 'member', '--password-stdin'], env, password);
+      const res = await runPkv(['user', 'create', '--username', 'no spaces!', '--role', 'member', '--password-stdin'], env, { stdin: password });
       expect(res.code).not.toBe(0);
       expect(res.stdout).toBe('');
       expect(lines(res.stderr)).toEqual([expect.stringMatching(/^pkv: --username: /)]);
       expect(res.stderr).not.toContain(password);
     });
 
+    it('checks --display-name like the API does: a bidi control is refused with one stderr line, a name is stored NFC', async () => {
+      const refused = uname('bidi');
+      const res = await runPkv(['user', 'create', '--username', refused, '--role', 'member', '--display-name', 'Admin\u202Etxt.exe'], env);
+      expect(res.code).toBe(2);
+      expect(res.stdout).toBe('');
+      expect(lines(res.stderr)).toEqual(['pkv: --display-name: must not contain bidirectional control characters']);
+      expect(await userRow(refused)).toBeUndefined();
+
+      const username = uname('nfd');
+      const ok = await runPkv(['user', 'create', '--username', username, '--role', 'member', '--display-name', ' Cafe\u0301 '], env);
+      expect(ok.code).toBe(0);
+      const [row] = await vault.db.read((m) => m.query('SELECT display_name FROM users WHERE username = ?', [username]));
+      expect(row.display_name).toBe('Caf\u00e9');
+    });
+
     it('refuses a piped password shorter than 12 characters without echoing it', async () => {
       const username = uname('shortpw');
-      const res = await runPkv(['user', 'create', '--username', username, '--role', 'member', '--password-stdin'], env, 'tiny-pw\n');
+      const res = await runPkv(['user', 'create', '--username', username, '--role', 'member', '--password-stdin'], env, { stdin: 'tiny-pw\n' });
       expect(res.code).not.toBe(0);
       expect(res.stdout).toBe('');
       expect(lines(res.stderr)).toEqual([expect.stringMatching(/^pkv: password: must be at least 12 characters$/)]);
@@ -228,6 +249,7 @@ describe('pkv commands against a database', () => {
       expect((await vault.login(username, oldPassword)).status).toBe(401);
       const fresh = await vault.login(username, m![1]);
       expect(fresh.status).toBe(200);
+      expect(fresh.body.user.mustChangePassword).toBe(true);
       expect((await me(fresh.body.accessToken)).status).toBe(200);
     });
 
@@ -235,7 +257,7 @@ describe('pkv commands against a database', () => {
       const username = uname('reset-piped');
       await vault.container.users.create(cliActor(null), { username, password: newPassword(), role: 'auditor' });
       const password = newPassword();
-      const res = await runPkv(['user', 'reset-password', '--username', username, '--password-stdin'], env, password);
+      const res = await runPkv(['user', 'reset-password', '--username', username, '--password-stdin'], env, { stdin: password });
       expect(res).toMatchObject({ code: 0, stderr: '' });
       expect(res.stdout).not.toContain(password);
       expect(res.stdout).not.toMatch(/^password:/m);
@@ -300,12 +322,12 @@ describe('pkv commands against a database', () => {
       const cwd = fs.mkdtempSync(path.join(tdb.dir, 'cwd-'));
       const dotenv = Object.entries(env).map(([k, v]) => `${k}=${v}`).join('\n');
       fs.writeFileSync(path.join(cwd, '.env'), `${dotenv}\n`);
-      const ok = await runPkv(['migrate'], {}, undefined, { cwd });
+      const ok = await runPkv(['migrate'], {}, { cwd });
       expect(ok).toMatchObject({ code: 0, stderr: '' });
       expect(ok.stdout.trim()).toBe('schema is up to date');
 
       fs.writeFileSync(path.join(cwd, '.env'), `${dotenv}\nPKV_SCRYPT_COST=99\n`.replace(/^PKV_SCRYPT_COST=14$/m, ''));
-      const bad = await runPkv(['migrate'], {}, undefined, { cwd });
+      const bad = await runPkv(['migrate'], {}, { cwd });
       expect(bad.code).not.toBe(0);
       expect(lines(bad.stderr)).toEqual([expect.stringMatching(/^pkv: configuration: PKV_SCRYPT_COST: /)]);
     });
@@ -320,7 +342,7 @@ describe('pkv keyring status', () => {
   });
 
   async function pasteKeys(env: Env, count: number): Promise<void> {
-    const vault = await openVault(env);
+    const vault = await openInstance(env, { migrate: true });
     try {
       const password = newPassword();
       const admin = await vault.container.users.create(cliActor(null), { username: uname('kr-admin'), password, role: 'admin' });

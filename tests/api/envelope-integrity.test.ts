@@ -12,15 +12,17 @@ import {
   nodeGcmSeal,
   SEALED_COLUMNS,
   SealedColumn,
+  bindingOfRow,
+  legacySecretAadOf,
   secretAadOf,
   setKeyColumns,
   storedKey,
   StoredKeyRow,
 } from '../support/crypto-helpers';
 import { loadConfig } from '../../src/config';
-import { openDatabase } from '../../src/db/database';
+import { openDatabase } from '../../src/db/data-source';
 import { buildContainer } from '../../src/container';
-import { KeyringMismatchError } from '../../src/crypto/keyring';
+import { KeyringMismatchError } from '../../src/modules/keyring/keyring.service';
 import { CaptureTransport, createLogger } from '../../src/logger';
 
 type Auth = Record<string, string>;
@@ -65,11 +67,11 @@ describe('the stored envelope', () => {
   afterAll(() => ctx.close());
 
   describe('format', () => {
-    it('stores format 1, KEK version 1, a 32-byte wrapped data key, 96-bit IVs, 128-bit tags and a ciphertext that is not the secret', async () => {
+    it('stores format 2, KEK version 1, a 32-byte wrapped data key, 96-bit IVs, 128-bit tags and a ciphertext that is not the secret', async () => {
       const key = await newKey();
       const row = await storedKey(ctx, key.id);
       expect(ctx.config.masterKeys[0].version).toBe(1);
-      expect({ formatVersion: row.formatVersion, kekVersion: row.kekVersion }).toEqual({ formatVersion: 1, kekVersion: 1 });
+      expect({ formatVersion: row.formatVersion, kekVersion: row.kekVersion }).toEqual({ formatVersion: 2, kekVersion: 1 });
       const s = sealedOf(row);
       expect([s.wrapped_dek.length, s.dek_iv.length, s.dek_tag.length, s.secret_iv.length, s.secret_tag.length]).toEqual([32, 12, 16, 12, 16]);
       expect(s.secret_ciphertext.length).toBe(Buffer.byteLength(key.secret));
@@ -98,12 +100,15 @@ describe('the stored envelope', () => {
       const dek = forgeGcmOpen(masterKey, s.dek_iv, s.wrapped_dek, s.dek_tag, Buffer.from(['pkv/v1/dek', key.id, String(row.kekVersion)].join('\0'), 'utf8'));
       expect(dek).not.toBeNull();
       expect(dek!).toHaveLength(32);
-      const plaintext = forgeGcmOpen(dek!, s.secret_iv, s.secret_ciphertext, s.secret_tag, Buffer.from(['pkv/v1/secret', key.id, owner.id, project.id].join('\0'), 'utf8'));
+      const plaintext = forgeGcmOpen(dek!, s.secret_iv, s.secret_ciphertext, s.secret_tag, Buffer.from(['pkv/v2/secret', key.id, owner.id, project.id, provider, ''].join('\0'), 'utf8'));
       expect(plaintext?.toString('utf8')).toBe(secret);
       // And not with any other AAD or key: forge really checks the tag.
       expect(forgeGcmOpen(masterKey, s.dek_iv, s.wrapped_dek, s.dek_tag, dekAadOf(key.id, 2))).toBeNull();
       expect(forgeGcmOpen(crypto.randomBytes(32), s.dek_iv, s.wrapped_dek, s.dek_tag, dekAadOf(key.id, 1))).toBeNull();
-      expect(forgeGcmOpen(dek!, s.secret_iv, s.secret_ciphertext, s.secret_tag, secretAadOf(key.id, admin.id, project.id))).toBeNull();
+      expect(forgeGcmOpen(dek!, s.secret_iv, s.secret_ciphertext, s.secret_tag, secretAadOf({ ...bindingOfRow(row), ownerId: admin.id }))).toBeNull();
+      // Nor under the same row pointed at another upstream, nor as the format-1 AAD that bound no upstream.
+      expect(forgeGcmOpen(dek!, s.secret_iv, s.secret_ciphertext, s.secret_tag, secretAadOf({ ...bindingOfRow(row), baseUrl: 'https://attacker.example/v1' }))).toBeNull();
+      expect(forgeGcmOpen(dek!, s.secret_iv, s.secret_ciphertext, s.secret_tag, legacySecretAadOf(bindingOfRow(row)))).toBeNull();
     });
   });
 
@@ -125,7 +130,8 @@ describe('the stored envelope', () => {
     );
 
     it.each([
-      ['an unknown format version', { format_version: 2 }],
+      ['an unknown format version', { format_version: 3 }],
+      ['format 1 (no upstream bound) on a format-2 sealing', { format_version: 1 }],
       ['a KEK version that is not configured', { kek_version: 7 }],
       ['a truncated tag', { secret_tag: Buffer.alloc(8, 1) }],
     ])('fails closed on %s', async (_label, change) => {
@@ -157,7 +163,7 @@ describe('the stored envelope', () => {
       const forged = nodeGcmSeal(masterKey, dekA, dekAadOf(b.id, 1));
       await setKeyColumns(ctx, b.id, { ...secretCols, wrapped_dek: forged.ciphertext, dek_iv: forged.iv, dek_tag: forged.tag });
       await expectFailsClosed(await reveal(b.id, owner.auth), b);
-      expect(nodeGcmOpen(dekA, rowA.sealed.secret_iv!, rowA.sealed.secret_ciphertext!, rowA.sealed.secret_tag!, secretAadOf(b.id, owner.id, project.id))).toBeNull();
+      expect(nodeGcmOpen(dekA, rowA.sealed.secret_iv!, rowA.sealed.secret_ciphertext!, rowA.sealed.secret_tag!, secretAadOf({ ...bindingOfRow(rowA), keyId: b.id }))).toBeNull();
 
       // The control: B's own data key rewrapped the same way, with B's own secret, is accepted.
       const dekB = forgeUnwrapDek(masterKey, rowB)!;
@@ -169,14 +175,14 @@ describe('the stored envelope', () => {
     });
   });
 
-  describe('PATCH re-seals on a new owner or project', () => {
-    it.each(['owner', 'project'] as const)('re-seals when the %s changes: new bytes, the key still reveals, and the old ciphertext no longer opens', async (what) => {
+  describe('PATCH re-seals on a new owner, project or baseUrl', () => {
+    it.each(['owner', 'project', 'baseUrl'] as const)('re-seals when the %s changes: new bytes, the key still reveals, and the old ciphertext no longer opens', async (what) => {
       const key = await newKey();
       const before = await storedKey(ctx, key.id);
       const newOwner = await ctx.user('member');
       const newProject = await createProject(ctx, admin);
-      const change = what === 'owner' ? { ownerId: newOwner.id } : { projectId: newProject.id };
-      const res = await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(admin.auth).send(change);
+      const change = what === 'owner' ? { ownerId: newOwner.id } : what === 'project' ? { projectId: newProject.id } : { baseUrl: 'https://api.example.com/v1' };
+      const res = await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(admin.auth).send({ ...change, ...(what !== 'project' ? { reason: 'moved to the EU endpoint' } : {}) });
       expect(res.status).toBe(200);
       expect(res.body).toMatchObject(change);
 
@@ -185,9 +191,8 @@ describe('the stored envelope', () => {
       for (const c of SEALED_COLUMNS) expect({ c, same: after.sealed[c]!.equals(before.sealed[c]!) }).toEqual({ c, same: false });
       expect(forgeOpenSecret(masterKey, after)?.toString('utf8')).toBe(key.secret);
 
-      const binding = { keyId: key.id, ownerId: after.ownerId, projectId: after.projectId };
       expect(forgeOpenSecret(masterKey, before)?.toString('utf8')).toBe(key.secret);
-      expect(forgeOpenSecret(masterKey, before, binding)).toBeNull();
+      expect(forgeOpenSecret(masterKey, before, bindingOfRow(after))).toBeNull();
 
       const revealer = what === 'owner' ? newOwner : owner;
       const ok = await reveal(key.id, revealer.auth);
@@ -222,7 +227,7 @@ describe('the stored envelope', () => {
       await setKeyColumns(ctx, key.id, { secret_tag: flipBit(original.sealed.secret_tag!, 3) });
       const damaged = await storedKey(ctx, key.id);
       const newOwner = await ctx.user('member');
-      const res = await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(admin.auth).send({ ownerId: newOwner.id });
+      const res = await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(admin.auth).send({ ownerId: newOwner.id, reason: 'ticket OPS-2' });
       expect(res.status).toBe(500);
       expect(res.body.error.code).toBe('internal');
       expect(await storedKey(ctx, key.id)).toEqual(damaged);
@@ -250,7 +255,7 @@ describe('the stored envelope', () => {
       expect(newDek.equals(oldDek)).toBe(false);
       expect(forgeOpenSecret(masterKey, after)?.toString('utf8')).toBe(newSecret);
       // The stored row no longer opens to the old secret under any of its keys.
-      expect(nodeGcmOpen(oldDek, after.sealed.secret_iv!, after.sealed.secret_ciphertext!, after.sealed.secret_tag!, secretAadOf(key.id, owner.id, project.id))).toBeNull();
+      expect(nodeGcmOpen(oldDek, after.sealed.secret_iv!, after.sealed.secret_ciphertext!, after.sealed.secret_tag!, secretAadOf(bindingOfRow(after)))).toBeNull();
 
       expect((await reveal(key.id, owner.auth)).body.secret).toBe(newSecret);
       const [rotate] = await auditRows(ctx, { action: 'provider_key.rotate', keyId: key.id });

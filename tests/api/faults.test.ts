@@ -9,17 +9,14 @@ import {
   call,
   countWhere,
   isEnvelope,
-  killServers,
   LeakBook,
   openEveryKey,
   Outcome,
-  serve,
-  Served,
   TcpProxy,
   Traffic,
   uniqueSecret,
-  waitFor,
 } from '../support/resilience-helpers';
+import { killAll, servePkv, ServingPkv, waitFor } from '../support/processes';
 
 jest.setTimeout(240_000);
 
@@ -49,7 +46,7 @@ describe('faults', () => {
   });
 
   afterAll(async () => {
-    await killServers();
+    await killAll();
     for (const p of proxies) await p.close();
     for (const l of locks) if (l.open) l.close();
     await ctx?.close();
@@ -101,7 +98,7 @@ describe('faults', () => {
   it('answers 503 unavailable while the database is gone, never sends a secret without its committed audit row, and recovers by itself', async () => {
     const keys = await seedKeys(3, member);
     const fault = await makeFault();
-    const server: Served = await serve(fault.env);
+    const server: ServingPkv = await servePkv(fault.env);
     const base = server.url;
     const adminAuth = bearer(admin.token);
     const memberAuth = bearer(member.token);
@@ -139,7 +136,7 @@ describe('faults', () => {
     let faultAt = 0;
     let restoredAt = 0;
     try {
-      await waitFor('healthy traffic', () => (traffic.count((o) => o.op === 'reveal' && o.status === 200) >= 5 && traffic.count((o) => o.op === 'create' && o.status === 201) >= 2 ? true : undefined), 60_000);
+      await waitFor('healthy traffic', () => (traffic.count((o) => o.op === 'reveal' && o.status === 200) >= 5 && traffic.count((o) => o.op === 'create' && o.status === 201) >= 2 ? true : undefined), { timeoutMs: 60_000 });
       expect((await call(base, 'GET', '/readyz')).status).toBe(200);
 
       faultAt = traffic.outcomes.length;
@@ -150,7 +147,7 @@ describe('faults', () => {
       await waitFor(
         'reveals and creates to fail with 503 while the database is gone',
         () => (['reveal', 'create'].every((op) => traffic.count((o) => o.op === op && o.status === 503, faultAt) >= failuresWanted) ? true : undefined),
-        60_000,
+        { timeoutMs: 60_000 },
       );
       const [ready, reveal] = await probes;
       readyDuring = { status: ready.status, body: ready.body };
@@ -162,11 +159,11 @@ describe('faults', () => {
     }
     try {
       // Service resumes by itself: same process, no restart.
-      await waitFor('/readyz to turn 200 again', async () => ((await call(base, 'GET', '/readyz')).status === 200 ? true : undefined), 45_000, 250);
+      await waitFor('/readyz to turn 200 again', async () => ((await call(base, 'GET', '/readyz')).status === 200 ? true : undefined), { timeoutMs: 45_000, intervalMs: 250 });
       await waitFor(
         'reveals, creates and lists to succeed again',
         () => (['reveal', 'create', 'list'].every((op) => traffic.count((o) => o.op === op && ok(o), restoredAt) >= 2) ? true : undefined),
-        45_000,
+        { timeoutMs: 45_000 },
       );
     } finally {
       await traffic.stop();
@@ -223,7 +220,7 @@ describe('faults', () => {
     expect(perKey.every((r) => Number(r.n) === 1)).toBe(true);
 
     // The chain the server keeps sealing after the outage verifies.
-    await waitFor('the server to seal what it wrote', async () => ((await countWhere(ctx, 'audit_events', 'seq IS NULL')) === 0 ? true : undefined), 30_000, 250);
+    await waitFor('the server to seal what it wrote', async () => ((await countWhere(ctx, 'audit_events', 'seq IS NULL')) === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 250 });
     const verified = await ctx.container.audit.chain.verify();
     expect(verified).toMatchObject({ ok: true, unsealed: 0 });
     expect(verified.checked).toBe(await countWhere(ctx, 'audit_events'));
@@ -243,7 +240,7 @@ describe('faults', () => {
     const candidates = new Map<string, Set<string>>(keys.map((k) => [k.id, new Set([k.secret])]));
 
     for (let round = 0; round < 2; round++) {
-      const server = await serve(ctx.env);
+      const server = await servePkv(ctx.env);
       const traffic = new Traffic(
         () => server.url,
         (i) => {
@@ -258,7 +255,7 @@ describe('faults', () => {
             case 1: {
               // Moving a key to another owner re-seals it under a fresh data key: the widest write there is.
               const owner = owners[crypto.randomInt(2)];
-              return { op: 'update', method: 'PATCH', path: `/api/v1/provider-keys/${key.id}`, headers: adminAuth, body: { ownerId: owner.id, name: `moved-${i}` } };
+              return { op: 'update', method: 'PATCH', path: `/api/v1/provider-keys/${key.id}`, headers: adminAuth, body: { ownerId: owner.id, name: `moved-${i}`, reason: 'fault test: reassigning' } };
             }
             case 2: {
               const secret = uniqueSecret();
@@ -274,7 +271,7 @@ describe('faults', () => {
         8,
       );
       try {
-        await waitFor('a burst of writes with every kind in flight', () => (traffic.outcomes.length >= 120 && new Set(traffic.inFlight.values()).size >= 3 ? true : undefined), 90_000, 5);
+        await waitFor('a burst of writes with every kind in flight', () => (traffic.outcomes.length >= 120 && new Set(traffic.inFlight.values()).size >= 3 ? true : undefined), { timeoutMs: 90_000, intervalMs: 5 });
         const inFlight = new Set(traffic.inFlight.values());
         server.child.kill('SIGKILL');
         await server.exited;
@@ -327,7 +324,7 @@ describe('faults', () => {
     expect(await ctx.container.audit.chain.verify()).toMatchObject({ ok: true, checked: total, unsealed: 0 });
 
     // A new process serves the same data at once.
-    const server = await serve(ctx.env);
+    const server = await servePkv(ctx.env);
     const key = keys[0];
     const res = await call(server.url, 'POST', `/api/v1/provider-keys/${key.id}/reveal`, { headers: adminAuth, body: { reason: 'after the crash' } });
     expect(res.status).toBe(200);

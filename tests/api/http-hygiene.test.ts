@@ -185,6 +185,23 @@ describe('HTTP hygiene', () => {
     });
   });
 
+  describe('console assets', () => {
+    it.each([
+      ['a missing asset', '/assets/no-such-file.js', 404],
+      ['a missing nested asset', '/assets/deep/no-such-file.css', 404],
+      ['the folder itself', '/assets/', 404],
+      ['an encoded climb out of the folder', '/assets/..%2f..%2fpackage.json', 404],
+      ['an encoded dot-dot climb', '/assets/%2e%2e/%2e%2e/package.json', 404],
+      ['a backslash climb', '/assets/..%5c..%5cpackage.json', 404],
+      ['a NUL byte', '/assets/index.js%00.css', 400],
+    ])('answer %s (%s) with the error envelope, %i, and write no error line (anyone could repeat it)', async (_what, path, status) => {
+      const before = ctx.capture.lines.length;
+      const res = await ctx.http().get(path);
+      expectError(res, status, status === 404 ? 'not_found' : 'validation_failed');
+      expect(ctx.capture.lines.slice(before).filter((l) => /"level":"error"/.test(l))).toEqual([]);
+    });
+  });
+
   describe('bad input on every body', () => {
     interface BodyRoute {
       route: string;

@@ -1,27 +1,10 @@
-import { createTestContext, randomMasterKey, TestContext, TestUser } from '../support/test-app';
+import { createTestContext, Instance, openInstance, randomMasterKey, TestContext, TestUser } from '../support/test-app';
 import { auditRows, createProject } from '../support/factories';
 import { forgeOpenSecret, storedKey } from '../support/crypto-helpers';
 import { cliActor } from '../../src/modules/auth/actor';
-import type { RotationProgress, RotationResult } from '../../src/crypto/rotation';
-import {
-  assertBuilt,
-  Instance,
-  kekVersionCounts,
-  keysThatDoNotOpen,
-  killAllPkv,
-  linesOf,
-  loginTo,
-  openInstance,
-  PkvResult,
-  runPkv,
-  sampleOf,
-  SeededKey,
-  seedProviderKeys,
-  spawnPkv,
-  systemKeyVersions,
-  waitFor,
-  withKeyring,
-} from '../support/keyring-helpers';
+import type { RotationProgress, RotationResult } from '../../src/modules/keyring/rotation';
+import { kekVersionCounts, keysThatDoNotOpen, loginTo, sampleOf, SeededKey, seedProviderKeys, systemKeyVersions, withKeyring } from '../support/keyring-helpers';
+import { assertBuilt, killAll, lines, PkvResult, runPkv, spawnPkv, waitFor } from '../support/processes';
 
 const BOTH_SYSTEM_KEYS_ON = (v: number) => ({ fingerprint: v, audit_chain: v });
 const verbose = (line: string) => process.env.PKV_TEST_VERBOSE && process.stderr.write(`${line}\n`);
@@ -29,7 +12,7 @@ const verbose = (line: string) => process.env.PKV_TEST_VERBOSE && process.stderr
 /** The `pkv keyring status` table as { version: [providerKeys, systemKeys, total] }. */
 function statusTable(stdout: string): Record<number, [number, number, number]> {
   const out: Record<number, [number, number, number]> = {};
-  for (const line of linesOf(stdout)) {
+  for (const line of lines(stdout)) {
     const m = /^(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$/.exec(line.trim());
     if (m) out[Number(m[1])] = [Number(m[2]), Number(m[3]), Number(m[4])];
   }
@@ -183,14 +166,14 @@ describe('pkv keyring rotate of 10,000 keys, SIGKILLed part-way through and run 
   }, 120_000);
 
   afterAll(async () => {
-    await killAllPkv();
+    await killAll();
     await ctx?.close();
   });
 
   it('pkv keyring generate prints base64 of exactly 32 fresh random bytes, different each time: the new version 2', () => {
     for (const run of generated) {
       expect(run).toMatchObject({ code: 0, stderr: '' });
-      expect(linesOf(run.stdout)).toHaveLength(1);
+      expect(lines(run.stdout)).toHaveLength(1);
       expect(run.stdout.trim()).toMatch(/^[A-Za-z0-9+/]{43}=$/);
       expect(Buffer.from(run.stdout.trim(), 'base64')).toHaveLength(32);
     }
@@ -208,16 +191,11 @@ describe('pkv keyring rotate of 10,000 keys, SIGKILLed part-way through and run 
     const proc = spawnPkv(['keyring', 'rotate', '--batch-size', '100'], env, { cwd: ctx.tdb.dir, timeoutMs: 60_000 });
     let killed;
     try {
-      await waitFor(
-        async () => ((await kekVersionCounts(ctx.db))[2] ?? 0) > 0 || proc.child.exitCode !== null,
-        'the first rewrapped batch',
-        30_000,
-        2,
-      );
+      await waitFor('the first rewrapped batch', async () => ((await kekVersionCounts(ctx.db))[2] ?? 0) > 0 || proc.child.exitCode !== null, { timeoutMs: 30_000, intervalMs: 2 });
     } finally {
       killed = await proc.kill('SIGKILL');
     }
-    expect({ signal: killed.signal, stderr: killed.stderr }).toEqual({ signal: 'SIGKILL', stderr: '' });
+    expect({ signal: killed.signal, stderr: proc.stderr() }).toEqual({ signal: 'SIGKILL', stderr: '' });
 
     const counts = await kekVersionCounts(ctx.db);
     verbose(`[${ctx.kind}] killed rotation at ${JSON.stringify(counts)}`);

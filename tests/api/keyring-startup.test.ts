@@ -2,23 +2,15 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import jwt from 'jsonwebtoken';
-import { createTestContext, randomMasterKey, TestContext, TestUser } from '../support/test-app';
+import { createTestContext, openInstance, randomMasterKey, TestContext, TestUser } from '../support/test-app';
 import { createKey, createProject, CreatedKey } from '../support/factories';
 import { ConfigError, loadConfig } from '../../src/config';
-import { KeyringMismatchError } from '../../src/crypto/keyring';
+import { KeyringMismatchError } from '../../src/modules/keyring/keyring.service';
 import { cliActor } from '../../src/modules/auth/actor';
 
 const cliActorForTest = () => cliActor(null);
-import {
-  assertBuilt,
-  fetchJson,
-  killAllPkv,
-  linesOf,
-  openInstance,
-  runPkv,
-  servePkv,
-  withKeyring,
-} from '../support/keyring-helpers';
+import { fetchJson, withKeyring } from '../support/keyring-helpers';
+import { assertBuilt, killAll, lines, runPkv, servePkv } from '../support/processes';
 
 /** Rows wrapped under each KEK version, provider keys and system keys together, counted in SQL. */
 async function wrappedRows(ctx: TestContext): Promise<Record<number, number>> {
@@ -67,7 +59,7 @@ describe('start-up against a database sealed under master key version 1', () => 
   });
 
   afterAll(async () => {
-    await killAllPkv();
+    await killAll();
     await ctx?.close();
   });
 
@@ -118,7 +110,7 @@ describe('start-up against a database sealed under master key version 1', () => 
       expect(res.stdout).not.toContain('listening on');
       expect(res.signal).toBeNull();
       expect(res.code).not.toBe(0);
-      expect(linesOf(res.stderr)).toEqual([expect.stringMatching(line)]);
+      expect(lines(res.stderr)).toEqual([expect.stringMatching(line)]);
       const count = line.exec(res.stderr.trim())?.[1];
       if (count !== undefined) expect(Number(count)).toBe(rowsUnderV1);
       for (const material of ring.split(',').map((e) => e.split(':')[1])) expect(res.stdout + res.stderr).not.toContain(material);
@@ -128,14 +120,14 @@ describe('start-up against a database sealed under master key version 1', () => 
       const res = await runPkv(['keyring', 'status'], withKeyring(ctx.env, `2:${k2}`), { cwd: ctx.tdb.dir, timeoutMs: 30_000 });
       expect(res.code).toBe(0);
       expect(res.stdout).toContain('active version: 2; configured: 2');
-      expect(linesOf(res.stdout)).toContain(`1        ${String(keys.length).padEnd(15)}${'2'.padEnd(13)}${rowsUnderV1}  (not configured: put it back, after the active key)`);
+      expect(lines(res.stdout)).toContain(`1        ${String(keys.length).padEnd(15)}${'2'.padEnd(13)}${rowsUnderV1}  (not configured: put it back, after the active key)`);
       expect(await canaryVersions(ctx)).toEqual([1]);
     }, 60_000);
 
     it('answers /readyz with 200 once it is listening with the right keyring, version 2 added after it', async () => {
-      const serving = await servePkv([], { ...withKeyring(ctx.env, `1:${k1},2:${k2}`), PKV_PORT: '0' }, { cwd: ctx.tdb.dir });
+      const serving = await servePkv({ ...withKeyring(ctx.env, `1:${k1},2:${k2}`), PKV_PORT: '0' }, { cwd: ctx.tdb.dir });
       try {
-        expect(serving.url.hostname).toBe('127.0.0.1');
+        expect(new URL(serving.url).hostname).toBe('127.0.0.1');
         const ready = await fetchJson(serving.url, { path: '/readyz' });
         expect(ready.status).toBe(200);
         expect(ready.json()).toMatchObject({ status: 'ready', database: 'ok', keyring: 'ok' });
@@ -172,7 +164,7 @@ describe('start-up against rows under a version whose canary is missing (a datab
     const instance = await openInstance(withKeyring(ctx.env, `1:${k1}`));
     try {
       expect(await canaryVersions(ctx)).toEqual([1]);
-      expect(await instance.container.keyring.matches(instance.db)).toBe(true);
+      expect(await instance.container.keyring.matches()).toBe(true);
       const res = await instance.http().post(`/api/v1/provider-keys/${key.id}/reveal`).set(owner.auth).send({});
       expect(res.status).toBe(200);
       expect(res.body.secret).toBe(key.secret);
@@ -249,7 +241,7 @@ describe('secrets from <NAME>_FILE variables, end to end', () => {
   });
 
   afterAll(async () => {
-    await killAllPkv();
+    await killAll();
     await ctx?.close();
   });
 
@@ -263,7 +255,7 @@ describe('secrets from <NAME>_FILE variables, end to end', () => {
       PKV_JWT_SECRET_FILE: writeSecret('jwt.secret', `${jwtSecret}\n`),
       PKV_PORT: '0',
     };
-    const serving = await servePkv([], env, { cwd: ctx.tdb.dir });
+    const serving = await servePkv(env, { cwd: ctx.tdb.dir });
     try {
       const login = await fetchJson(serving.url, { method: 'POST', path: '/api/v1/auth/login', body: { username: owner.username, password: owner.password } });
       expect(login.status).toBe(200);
@@ -291,7 +283,7 @@ describe('secrets from <NAME>_FILE variables, end to end', () => {
     expect(res.stdout).not.toContain('listening on');
     expect(res.code).not.toBe(0);
     expect(res.code).not.toBeNull();
-    expect(linesOf(res.stderr)).toEqual([`pkv: configuration: ${name}: set either ${name} or ${name}_FILE, not both`]);
+    expect(lines(res.stderr)).toEqual([`pkv: configuration: ${name}: set either ${name} or ${name}_FILE, not both`]);
     expect(res.stderr).not.toContain(value);
   }, 60_000);
 });

@@ -1,6 +1,8 @@
 import { createTestContext, TestContext } from '../support/test-app';
 import { createKey, createProject } from '../support/factories';
 import { cliActor } from '../../src/modules/auth/actor';
+import { listen } from '../support/resilience-helpers';
+import { StandInProvider } from '../support/stand-in-provider';
 
 /**
  * The suite-wide leak check (tests/support/leak-check.ts) runs when every test file's context closes. These tests
@@ -55,5 +57,29 @@ describe('the suite-wide leak check', () => {
       expect((await ctx.http().post('/api/v1/projects').set(admin.auth).send({ name: issued.body.token })).status).toBe(409);
     });
     expect(message).toMatch(/"error bodies":\["api token: /);
+  });
+
+  it('finds a virtual key in a successful gateway answer (every gateway answer is searched, not only errors)', async () => {
+    const provider = await new StandInProvider().start();
+    try {
+      const message = await planted(async (ctx) => {
+        const admin = await ctx.user('admin');
+        const key = await createKey(ctx, admin, { ownerId: admin.id, projectId: (await createProject(ctx, admin)).id, baseUrl: `${provider.url}/v1` });
+        provider.validKeys.add(key.secret);
+        const made = await ctx.http().post(`/api/v1/provider-keys/${key.id}/virtual-keys`).set(admin.auth).send({ name: 'vk' });
+        const vault = await listen(ctx.handler);
+        try {
+          // The stand-in echoes request headers: a client that copies its virtual key into another header gets it back.
+          const res = await fetch(`${vault.url}/gateway/echo`, { headers: { Authorization: `Bearer ${made.body.virtualKey}`, 'x-note': made.body.virtualKey } });
+          expect(res.status).toBe(200);
+          await res.text();
+        } finally {
+          await vault.close();
+        }
+      });
+      expect(message).toMatch(/"gateway answers":\["virtual key: /);
+    } finally {
+      await provider.close();
+    }
   });
 });

@@ -1,6 +1,7 @@
 import { createTestContext, TestContext, TestUser } from '../support/test-app';
 import { createKey, createProject, CreatedKey } from '../support/factories';
-import { auditRequestIds, call, countWhere, killServers, LeakBook, rssOf, serve, Served, uniqueSecret } from '../support/resilience-helpers';
+import { auditRequestIds, call, countWhere, LeakBook, uniqueSecret } from '../support/resilience-helpers';
+import { killAll, rssOf, servePkv, ServingPkv } from '../support/processes';
 
 const autocannon = require('autocannon') as (opts: Record<string, unknown>) => Promise<AutocannonResult>;
 
@@ -33,7 +34,7 @@ describe('load', () => {
   let ctx: TestContext;
   let admin: TestUser;
   let member: TestUser;
-  let server: Served;
+  let server: ServingPkv;
   const book = new LeakBook();
 
   beforeAll(async () => {
@@ -45,7 +46,7 @@ describe('load', () => {
   });
 
   afterAll(async () => {
-    await killServers();
+    await killAll();
     await ctx?.close();
   });
 
@@ -58,7 +59,7 @@ describe('load', () => {
       book.add(key.secret);
     }
     // A capped heap makes V8 collect before it grows: RSS then shows leaks, not lazy collection (and a leak ends in OOM).
-    server = await serve(ctx.env, { nodeArgs: ['--max-old-space-size=128'] });
+    server = await servePkv(ctx.env, { nodeArgs: ['--max-old-space-size=128'] });
 
     /** Request ids: every request this run built, and those answered (by status). */
     const sent = { reveal: new Set<string>(), create: new Set<string>() };
@@ -175,8 +176,7 @@ describe('load', () => {
 
     // Still healthy, and it stops gracefully with every row sealed.
     expect((await call(server.url, 'GET', '/readyz')).status).toBe(200);
-    await server.stop();
-    expect(await server.exited).toEqual({ code: 0, signal: null });
+    expect(await server.stop()).toEqual({ code: 0, signal: null });
     expect(await ctx.container.audit.chain.verify()).toMatchObject({ ok: true, unsealed: 0 });
   });
 

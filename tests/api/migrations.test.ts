@@ -1,14 +1,19 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig, Config } from '../../src/config';
-import { createDataSource, openDatabase, Database } from '../../src/db/database';
+import { createDataSource, openDatabase } from '../../src/db/data-source';
+import { Database } from '../../src/db/database';
 import { openMigrated, start, StartupError } from '../../src/main';
 import { CaptureTransport, createLogger } from '../../src/logger';
 import { migrations } from '../../migrations';
+import { Initial1763900000000 } from '../../migrations/1763900000000-Initial';
+import { RedTeam1764800000000 } from '../../migrations/1764800000000-RedTeam';
+import { Gateway1764820000000 } from '../../migrations/1764820000000-Gateway';
+import { DataSource } from 'typeorm';
 import { buildContainer } from '../../src/container';
 import { cliActor } from '../../src/modules/auth/actor';
 import { createTestDatabase, dbKind, testEnv, TestDatabase } from '../support/test-app';
-import { assertBuilt, killAll, runPkv } from '../support/cli-helpers';
+import { assertBuilt, killAll, runPkv } from '../support/processes';
 
 const kind = dbKind();
 const onMysql = kind === 'mysql' ? describe : describe.skip;
@@ -24,6 +29,12 @@ const TABLES = [
   'audit_chain_head',
   'kek_canaries',
   'system_keys',
+  'virtual_keys',
+  'gateway_usage',
+  'key_health_events',
+  'webhooks',
+  'webhook_deliveries',
+  'webhook_attempts',
   'pkv_migrations',
 ];
 const MIGRATION_NAMES = migrations.map((m) => new m().name ?? m.name);
@@ -96,6 +107,80 @@ describe('migrations', () => {
       } finally {
         await runner.release();
       }
+    });
+  });
+
+  describe('the RedTeam migration on a database that already holds data', () => {
+    it('keeps projects whose names the new rule folds alike, refuses new clashes, and leaves every user without a forced password change', async () => {
+      const initialOnly = new DataSource({ ...createDataSource(config.database).options, migrations: [Initial1763900000000] } as ConstructorParameters<typeof DataSource>[0]);
+      await initialOnly.initialize();
+      // Pairs the old unique index let through: SQLite compared bytes, MySQL's collation weighs every astral letter alike.
+      const [first, second] = kind === 'sqlite' ? ['Äpfel', 'äpfel'] : ['team 𝐀', 'team a'];
+      const now = Date.now();
+      try {
+        await initialOnly.runMigrations();
+        await initialOnly.query('INSERT INTO projects (id, name, description, created_at, updated_at) VALUES (?, ?, NULL, ?, ?), (?, ?, NULL, ?, ?)', [
+          '01900000-0000-7000-8000-000000000001', first, now, now, '01900000-0000-7000-8000-000000000002', second, now, now,
+        ]);
+        await initialOnly.query("INSERT INTO users (id, username, display_name, role, status, password_hash, session_epoch, created_at, updated_at) VALUES (?, 'old-admin', NULL, 'admin', 'active', 'x', 0, ?, ?)", [
+          '01900000-0000-7000-8000-0000000000aa', now, now,
+        ]);
+      } finally {
+        await initialOnly.destroy();
+      }
+
+      const db = await openDb();
+      expect(await db.migrate()).toEqual(['RedTeam1764800000000', 'Gateway1764820000000', 'Health1764830000000', 'CredentialMacs1764840000000', 'UsageEstimate1764850000000']);
+      const rows: Array<{ name: string; name_key: string }> = await db.read((m) => m.query('SELECT name, name_key FROM projects ORDER BY id'));
+      expect(rows.map((r) => r.name)).toEqual([first, second]);
+      expect(rows[0].name_key).toMatch(/^[0-9a-f]{64}$/);
+      expect(rows[1].name_key).not.toBe(rows[0].name_key);
+      const [user] = await db.read((m) => m.query('SELECT must_change_password AS must FROM users'));
+      expect(Number(user.must)).toBe(0);
+
+      const container = await buildContainer(config, quietLogger(), db);
+      try {
+        await expect(container.projects.create(cliActor(null), { name: second.toUpperCase() })).rejects.toMatchObject({ code: 'conflict' });
+        await expect(container.projects.create(cliActor(null), { name: `${first} 2` })).resolves.toMatchObject({ name: `${first} 2` });
+      } finally {
+        await container.usage.stop();
+        await container.audit.chain.stop();
+      }
+    });
+  });
+
+  describe('the Health migration on a database that already holds keys', () => {
+    it('dates each secret from its last successful rotation (else its creation), and starts every key unknown and unchecked', async () => {
+      const before = new DataSource({ ...createDataSource(config.database).options, migrations: [Initial1763900000000, RedTeam1764800000000, Gateway1764820000000] } as ConstructorParameters<typeof DataSource>[0]);
+      await before.initialize();
+      const created = Date.UTC(2024, 0, 1);
+      const rotated = Date.UTC(2024, 5, 1);
+      const [user, rotatedKey, plainKey] = ['01900000-0000-7000-8000-0000000000a1', '01900000-0000-7000-8000-0000000000b1', '01900000-0000-7000-8000-0000000000b2'];
+      try {
+        await before.runMigrations();
+        await before.query("INSERT INTO users (id, username, display_name, role, status, password_hash, session_epoch, must_change_password, created_at, updated_at) VALUES (?, 'owner', NULL, 'member', 'active', 'x', 0, 0, ?, ?)", [user, created, created]);
+        for (const id of [rotatedKey, plainKey]) {
+          await before.query(
+            "INSERT INTO provider_keys (id, name, provider, hint, status, owner_id, project_id, remark, created_by, created_at, updated_at, reveal_count, format_version) VALUES (?, 'k', 'openai', 'h', 'active', ?, ?, NULL, ?, ?, ?, 0, 1)",
+            [id, user, '01900000-0000-7000-8000-0000000000c1', user, created, created],
+          );
+        }
+        const audit = (id: string, at: number, outcome: string) =>
+          before.query("INSERT INTO audit_events (id, seq, chain_hash, row_mac, at, action, outcome, key_id) VALUES (?, NULL, NULL, 'm', ?, 'provider_key.rotate', ?, ?)", [id, at, outcome, rotatedKey]);
+        await audit('01900000-0000-7000-8000-0000000000d1', rotated - 1000, 'success');
+        await audit('01900000-0000-7000-8000-0000000000d2', rotated, 'success');
+        await audit('01900000-0000-7000-8000-0000000000d3', rotated + 1000, 'denied');
+      } finally {
+        await before.destroy();
+      }
+
+      const db = await openDb();
+      expect(await db.migrate()).toEqual(['Health1764830000000', 'CredentialMacs1764840000000', 'UsageEstimate1764850000000']);
+      const rows: Array<Record<string, unknown>> = await db.read((m) => m.query('SELECT id, secret_set_at, health_status, health_checked_at, health_next_check_at, expiry_notice_days FROM provider_keys ORDER BY id'));
+      expect(rows.map((r) => ({ ...r, secret_set_at: Number(r.secret_set_at) }))).toEqual([
+        { id: rotatedKey, secret_set_at: rotated, health_status: 'unknown', health_checked_at: null, health_next_check_at: null, expiry_notice_days: null },
+        { id: plainKey, secret_set_at: created, health_status: 'unknown', health_checked_at: null, health_next_check_at: null, expiry_notice_days: null },
+      ]);
     });
   });
 

@@ -1,7 +1,8 @@
 import Redis from 'ioredis';
 import { createTestContext, dbKind, TestContext, TestUser } from '../support/test-app';
 import { createKey, createProject, CreatedKey } from '../support/factories';
-import { bearer, call, countWhere, isEnvelope, killServers, LeakBook, loginAt, randomIp, Reply, serve, Served, waitFor } from '../support/resilience-helpers';
+import { bearer, call, countWhere, isEnvelope, LeakBook, loginAt, randomIp, Reply } from '../support/resilience-helpers';
+import { killAll, servePkv, ServingPkv, waitFor } from '../support/processes';
 
 jest.setTimeout(180_000);
 
@@ -20,14 +21,14 @@ describeMysql('several instances on one MariaDB database', () => {
   let admin: TestUser;
   let auditor: TestUser;
   let project: { id: string };
-  let servers: Served[] = [];
+  let servers: ServingPkv[] = [];
   const book = new LeakBook();
   const track = (res: Reply) => {
     book.seen(res);
     for (const k of ['token', 'accessToken']) if (typeof res.body?.[k] === 'string') book.add(res.body[k]);
     return res;
   };
-  const at = async (s: Served, method: string, path: string, headers: Record<string, string>, body?: unknown) => track(await call(s.url, method, `/api/v1${path}`, { headers, body }));
+  const at = async (s: ServingPkv, method: string, path: string, headers: Record<string, string>, body?: unknown) => track(await call(s.url, method, `/api/v1${path}`, { headers, body }));
   const statusOnAll = async (path: string, headers: Record<string, string>) => Promise.all(servers.map(async (s) => (await at(s, 'GET', path, headers)).status));
   const user = async (role: TestUser['role']) => {
     const u = await ctx.user(role);
@@ -40,7 +41,7 @@ describeMysql('several instances on one MariaDB database', () => {
     return key;
   };
   const startThree = async (extra: Record<string, string> = {}) => {
-    servers = await Promise.all([0, 1, 2].map(() => serve({ ...ctx.env, ...extra })));
+    servers = await Promise.all([0, 1, 2].map(() => servePkv({ ...ctx.env, ...extra })));
   };
 
   beforeAll(async () => {
@@ -52,7 +53,7 @@ describeMysql('several instances on one MariaDB database', () => {
   });
 
   afterAll(async () => {
-    await killServers();
+    await killAll();
     await ctx?.close();
   });
 
@@ -165,8 +166,7 @@ describeMysql('several instances on one MariaDB database', () => {
         const res = await at(servers[0], 'GET', '/audit-events/verify', auth);
         return res.status === 200 && res.body.ok === true && res.body.unsealed === 0 ? res.body : undefined;
       },
-      30_000,
-      250,
+      { timeoutMs: 30_000, intervalMs: 250 },
     );
     for (const s of servers.slice(1)) {
       const res = await at(s, 'GET', '/audit-events/verify', auth);

@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import type { Response } from 'supertest';
 import { createTestContext, dbKind, TestContext, TestUser } from '../support/test-app';
 import { auditRows, createApiToken, createKey, createProject, uniqueSecret } from '../support/factories';
-import { firstLeak, storedKey, StoredKeyRow, storedNeedles } from '../support/crypto-helpers';
+import { firstLeak, setCredentialAsTheVault, storedKey, StoredKeyRow, storedNeedles } from '../support/crypto-helpers';
 import { SessionTokens } from '../../src/modules/auth/sessions';
 
-const METADATA_KEYS = ['id', 'name', 'provider', 'hint', 'status', 'ownerId', 'projectId', 'remark', 'createdBy', 'createdAt', 'updatedAt', 'expiresAt', 'lastRevealedAt', 'revealCount'].sort();
+const METADATA_KEYS = ['id', 'name', 'provider', 'hint', 'status', 'ownerId', 'projectId', 'remark', 'baseUrl', 'createdBy', 'createdAt', 'updatedAt', 'expiresAt', 'lastRevealedAt', 'revealCount', 'health', 'healthProbe'].sort();
 const EVENT_KEYS = ['id', 'seq', 'at', 'action', 'outcome', 'actorId', 'actorUsername', 'actorRole', 'via', 'apiTokenId', 'keyId', 'projectId', 'ownerId', 'ip', 'userAgent', 'requestId', 'reason', 'detail'].sort();
 
 type Auth = Record<string, string>;
@@ -87,7 +87,7 @@ describe('provider keys', () => {
       const flippedSig = s.slice(0, -2) + (s.at(-2) === 'A' ? 'B' : 'A') + s.at(-1);
       const foreign = new SessionTokens(crypto.randomBytes(48), 600).issue(admin.id, 0).token;
       const expiredToken = await createApiToken(ctx, admin, ['provider-keys:read', 'provider-keys:write', 'provider-keys:reveal', 'audit:read']);
-      await ctx.db.read((m) => m.query('UPDATE api_tokens SET expires_at = ? WHERE id = ?', [Date.now() - 1000, expiredToken.id]));
+      await setCredentialAsTheVault(ctx, 'api_tokens', expiredToken.id, { expires_at: Date.now() - 1000 });
       bad = [
         ['no credentials', {}],
         ['an expired session', { Authorization: `Bearer ${expired}` }],
@@ -149,7 +149,7 @@ describe('provider keys', () => {
       expect(res.text).not.toContain(secret);
 
       const row = await storedKey(ctx, res.body.id);
-      expect(row).toMatchObject({ status: 'active', ownerId: owner.id, projectId: project.id, formatVersion: 1, kekVersion: 1, revealCount: 0, hint: res.body.hint });
+      expect(row).toMatchObject({ status: 'active', ownerId: owner.id, projectId: project.id, formatVersion: 2, kekVersion: 1, revealCount: 0, hint: res.body.hint });
       expect(row.fingerprint).toMatch(/^[0-9a-f]{64}$/);
       for (const b of Object.values(row.sealed)) expect(b).toBeInstanceOf(Buffer);
 
@@ -284,6 +284,25 @@ describe('provider keys', () => {
       await call('delete', `/provider-keys/${made[0].id}`, admin.auth).expect(204);
       expect(await listIds(admin.auth, `&projectId=${p2.id}`)).not.toContain(made[0].id);
       expect(await listIds(admin.auth, `&projectId=${p2.id}&status=deleted`)).toEqual([made[0].id]);
+    });
+
+    it('finds a key by the last characters of its hint (q), only among the keys the caller may list', async () => {
+      const p3 = await createProject(ctx, admin);
+      const tailed = await newKey({ projectId: p3.id, name: 'tail-search', secret: `sk-${crypto.randomBytes(24).toString('base64url')}Zq9x` });
+      const decoy = await newKey({ projectId: p3.id, name: 'tail-decoy', ownerId: other.id, secret: `sk-${crypto.randomBytes(24).toString('base64url')}Zq9x` });
+      expect(tailed.hint).toBe('sk-…Zq9x');
+      const ids = async (auth: Record<string, string>, q: string) => listIds(auth, `&projectId=${p3.id}&q=${encodeURIComponent(q)}`);
+
+      expect(await ids(owner.auth, 'Zq9x')).toEqual([tailed.id]);
+      expect(await ids(owner.auth, 'q9x')).toEqual([tailed.id]);
+      expect(await ids(owner.auth, 'sk-…Zq9x')).toEqual([tailed.id]);
+      expect(await ids(admin.auth, 'Zq9x')).toEqual([decoy.id, tailed.id]);
+      expect(await ids(other.auth, 'Zq9x')).toEqual([decoy.id]);
+      // The end of the hint, not any part of it, and never the secret (which is not searched at all).
+      expect(await ids(owner.auth, 'Zq9')).toEqual([]);
+      expect(await ids(owner.auth, tailed.secret.slice(5, 12))).toEqual([]);
+      // Wildcards are literal here too.
+      expect(await ids(owner.auth, '%x')).toEqual([]);
     });
 
     it('answers 400 to bad filters and cursors, never 500', async () => {
@@ -490,6 +509,40 @@ describe('provider keys', () => {
     it('answers another member 404', async () => {
       expectError(await call('get', `/provider-keys/${key.id}/audit-events`, other.auth), 404, 'not_found');
     });
+
+    it('shows a member where their own requests came from, but not the addresses or browsers of anyone else in it (a previous owner, an admin)', async () => {
+      const previous = await ctx.user('member');
+      const next = await ctx.user('member');
+      const moved = await newKey({ ownerId: previous.id });
+      await call('post', `/provider-keys/${moved.id}/reveal`, previous.auth, {}).set('User-Agent', 'previous-owner-laptop/1.0').expect(200);
+      await call('post', `/provider-keys/${moved.id}/reveal`, admin.auth, { reason: 'handover check' }).set('User-Agent', 'admin-desk/2.0').expect(200);
+      await call('patch', `/provider-keys/${moved.id}`, admin.auth, { ownerId: next.id, reason: 'ticket OPS-2' }).set('User-Agent', 'admin-desk/2.0').expect(200);
+      await call('post', `/provider-keys/${moved.id}/reveal`, next.auth, {}).set('User-Agent', 'new-owner-phone/3.0').expect(200);
+      const nextToken = (await createApiToken(ctx, next, ['provider-keys:read'])).auth;
+
+      for (const auth of [next.auth, nextToken]) {
+        const res = await call('get', `/provider-keys/${moved.id}/audit-events`, auth);
+        expect(res.status).toBe(200);
+        const seen = res.body.items.map((e: Record<string, unknown>) => [e.action, e.actorId, e.ip === null ? null : 'ip', e.userAgent]);
+        expect(seen).toEqual([
+          ['provider_key.reveal', next.id, 'ip', 'new-owner-phone/3.0'],
+          ['provider_key.update', admin.id, null, null],
+          ['provider_key.reveal', admin.id, null, null],
+          ['provider_key.reveal', previous.id, null, null],
+          ['provider_key.create', admin.id, null, null],
+        ]);
+        expect(res.text).not.toContain('previous-owner-laptop');
+        expect(res.text).not.toContain('admin-desk');
+        // Who did what, and why, stays visible.
+        expect(res.body.items[2].reason).toBe('handover check');
+      }
+      for (const auth of [admin.auth, auditor.auth]) {
+        const res = await call('get', `/provider-keys/${moved.id}/audit-events`, auth);
+        expect(res.body.items.map((e: Record<string, unknown>) => e.userAgent)).toEqual(['new-owner-phone/3.0', 'admin-desk/2.0', 'admin-desk/2.0', 'previous-owner-laptop/1.0', null]);
+        expect(res.body.items.every((e: Record<string, unknown>) => typeof e.ip === 'string')).toBe(true);
+      }
+    });
+
 
     it('refuses a token without provider-keys:read with 403', async () => {
       expectError(await call('get', `/provider-keys/${key.id}/audit-events`, tokens.ownerReveal), 403, 'forbidden');
@@ -758,7 +811,7 @@ describe('provider keys', () => {
       expect(r1.body.secret).toBe(secretA);
       revealed.push(JSON.stringify(r1.headers) + JSON.stringify({ ...r1.body, secret: undefined }));
       const newOwner = await ctx.user('member');
-      seen(await call('patch', `/provider-keys/${id}`, admin.auth, { ownerId: newOwner.id }));
+      seen(await call('patch', `/provider-keys/${id}`, admin.auth, { ownerId: newOwner.id, reason: 'ticket OPS-2' }));
       snapshots.push(await storedKey(ctx, id));
       seen(await call('put', `/provider-keys/${id}/secret`, admin.auth, { secret: secretB }));
       snapshots.push(await storedKey(ctx, id));

@@ -183,7 +183,7 @@ describe('reveals that arrive together', () => {
         expect(rowOf(0)).toHaveLength(0);
         expect(rowOf(1)).toHaveLength(1);
       }
-      // Many more transactions on the step pool's connections: still no row of the failed reveals appears.
+      // Many more transactions on the pool's connections: still no row of the failed reveals appears.
       const { settled } = await together(Array.from({ length: 24 }, () => ({ who: owner, key: fine.id })));
       expect(settled.every((s) => s.status === 'fulfilled')).toBe(true);
       expect(await auditRows(ctx, { action: 'provider_key.reveal', keyId: poisoned.id })).toHaveLength(0);
@@ -193,7 +193,7 @@ describe('reveals that arrive together', () => {
   });
 
   if (dbKind() === 'mysql') {
-    it('refuses multi-statement queries on every connection but the two-step pool (it sends only its own statements)', async () => {
+    it('refuses multi-statement queries on every connection: each statement of a transaction goes on its own, so a failed COMMIT is always seen', async () => {
       await expect(ctx.db.read((m) => m.query('SELECT 1; SELECT 2'))).rejects.toThrow(/syntax/i);
       await expect(ctx.db.transaction((tx) => tx.query('SELECT 1; SELECT 2'))).rejects.toThrow(/syntax/i);
     });

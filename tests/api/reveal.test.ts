@@ -313,6 +313,42 @@ describe('POST /provider-keys/:id/reveal', () => {
     });
   });
 
+  describe('a token without the reveal scope and its user’s allowance (the default 30 a minute)', () => {
+    let own: TestContext;
+    let key: CreatedKey;
+    let holder: TestUser;
+
+    beforeAll(async () => {
+      own = await createTestContext();
+      const a = await own.user('admin');
+      holder = await own.user('member');
+      const p = await createProject(own, a);
+      key = await createKey(own, a, { ownerId: holder.id, projectId: p.id, secret: uniqueSecret() });
+    });
+    afterAll(() => own.close());
+
+    const ownReveal = (auth: Auth) => own.http().post(`/api/v1/provider-keys/${key.id}/reveal`).set(auth).set('User-Agent', UA).send({});
+
+    it('counts 30 refused reveals through a scope-less token apart: the token is then limited, the user’s own session still reveals', async () => {
+      expect(own.config.revealRateLimit).toBe(30);
+      const readOnly = await createApiToken(own, holder, ['provider-keys:read']);
+      for (let i = 0; i < 30; i++) {
+        const res = await ownReveal(readOnly.auth);
+        expect({ i, status: res.status, code: res.body?.error?.code }).toEqual({ i, status: 403, code: 'forbidden' });
+      }
+      const limitedToken = await ownReveal(readOnly.auth);
+      expect({ status: limitedToken.status, code: limitedToken.body?.error?.code }).toEqual({ status: 429, code: 'rate_limited' });
+
+      const res = await ownReveal(holder.auth);
+      expect(res.status).toBe(200);
+      expect(res.body.secret).toBe(key.secret);
+
+      const rows = await auditRows(own, { action: 'provider_key.reveal', keyId: key.id });
+      expect(rows.map((r) => [r.outcome, r.via])).toEqual([['success', 'session'], ['rate_limited', 'api_token'], ...Array.from({ length: 30 }, () => ['denied', 'api_token'])]);
+      expect(rows.slice(2).every((r) => why(r) === 'missing_scope' && r.api_token_id === readOnly.id)).toBe(true);
+    });
+  });
+
   describe('rate limit', () => {
     let limited: TestContext;
     let lAdmin: TestUser;

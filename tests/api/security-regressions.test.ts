@@ -53,7 +53,11 @@ describe('security review regressions', () => {
     expect((await ctx.http().patch(`/api/v1/users/${member.id}`).set(token.auth).send({ password: 'another-password-1' })).status).toBe(403);
     const [row] = await ctx.db.read((m) => m.query('SELECT role FROM users WHERE id = ?', [member.id]));
     expect(row.role).toBe('member');
-    expect((await ctx.http().post('/api/v1/users').set(token.auth).send({ username: 'tokenmademember', password: 'a-long-password-1', role: 'member' })).status).toBe(201);
+    // Creating a member needs a member's rights, and never with a password the token's holder would know.
+    expect((await ctx.http().post('/api/v1/users').set(token.auth).send({ username: 'tokenmademember', role: 'member' })).status).toBe(403);
+    const memberMaker = await createApiToken(ctx, admin, ['users:write', 'provider-keys:read', 'provider-keys:reveal', 'projects:read']);
+    expect((await ctx.http().post('/api/v1/users').set(memberMaker.auth).send({ username: 'tokenmademember', password: 'a-long-password-1', role: 'member' })).status).toBe(403);
+    expect((await ctx.http().post('/api/v1/users').set(memberMaker.auth).send({ username: 'tokenmademember', role: 'member' })).status).toBe(201);
   });
 
   it('keeps an admin’s token without users:write to its own tokens: it neither lists nor revokes anyone else’s', async () => {
@@ -96,7 +100,12 @@ describe('security review regressions', () => {
     // The same token may still rename the key; a token that may reveal may also reassign.
     expect((await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(writer.auth).send({ name: 'renamed by token' })).status).toBe(200);
     const revealer = await createApiToken(ctx, admin, ['provider-keys:write', 'provider-keys:reveal']);
-    expect((await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(revealer.auth).send({ ownerId: other.id })).status).toBe(200);
+    // Someone else's key: the move takes a reason (400 without), kept in the audit row.
+    const unreasoned = await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(revealer.auth).send({ ownerId: other.id });
+    expect({ status: unreasoned.status, field: unreasoned.body.error?.details?.[0]?.field }).toEqual({ status: 400, field: 'body.reason' });
+    expect((await ctx.http().patch(`/api/v1/provider-keys/${key.id}`).set(revealer.auth).send({ ownerId: other.id, reason: 'member left the team' })).status).toBe(200);
+    const [moveRow] = await auditRows(ctx, { action: 'provider_key.update', keyId: key.id });
+    expect(moveRow).toMatchObject({ reason: 'member left the team' });
   });
 
   it('refuses a users:write token disabling or enabling an admin', async () => {

@@ -3,11 +3,11 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { loadConfig } from '../../src/config';
-import { openDatabase } from '../../src/db/database';
+import { openDatabase } from '../../src/db/data-source';
 import { start } from '../../src/main';
 import { CaptureTransport, createLogger } from '../../src/logger';
-import { createTestDatabase, dbKind, randomMasterKey, testEnv, TestDatabase } from '../support/test-app';
-import { assertBuilt, Env, killAll, lines, openVault, runPkv, startServe } from '../support/cli-helpers';
+import { createTestDatabase, dbKind, openInstance, randomMasterKey, testEnv, TestDatabase } from '../support/test-app';
+import { assertBuilt, Env, killAll, lines, runPkv, servePkv } from '../support/processes';
 
 const kind = dbKind();
 
@@ -25,7 +25,7 @@ async function migrateIfServerDb(env: Env): Promise<void> {
 
 /** Seals the database to the given keyring: migrates, checks the keyring (writing its canaries) and creates the system keys. */
 async function sealDatabase(env: Env): Promise<void> {
-  const vault = await openVault(env);
+  const vault = await openInstance(env, { migrate: true });
   await vault.close();
 }
 
@@ -46,7 +46,7 @@ describe('start-up', () => {
       const password = `boot-${crypto.randomBytes(12).toString('base64url')}`;
       const env = testEnv(tdb, { PKV_BOOTSTRAP_ADMIN_PASSWORD: password });
       await migrateIfServerDb(env);
-      const serve = await startServe(env);
+      const serve = await servePkv(env);
       const res = await login(serve.url, 'admin', password);
       expect(res.status).toBe(200);
       expect(res.body.user).toMatchObject({ username: 'admin', role: 'admin', status: 'active' });
@@ -61,7 +61,7 @@ describe('start-up', () => {
       const env = testEnv(tdb, { NODE_ENV: 'development', PKV_MASTER_KEY: undefined, PKV_JWT_SECRET: undefined, PKV_LOG_LEVEL: 'info' });
       await migrateIfServerDb(env);
 
-      const first = await startServe(env);
+      const first = await servePkv(env);
       const m = /Username: admin\s+Password: (\S+)/.exec(first.stdout());
       expect(m).not.toBeNull();
       const password = m![1];
@@ -81,7 +81,7 @@ describe('start-up', () => {
       }
       expect(await first.stop()).toEqual({ code: 0, signal: null });
 
-      const second = await startServe(env);
+      const second = await servePkv(env);
       expect(second.stdout()).not.toMatch(/Password:/);
       expect(second.stdout()).not.toContain(password);
       // The same jwt.secret: a session from the first start still works; the same master.key: the canary check passed.
@@ -188,7 +188,7 @@ describe('start-up', () => {
       const password = `boot-${crypto.randomBytes(12).toString('base64url')}`;
       const env = testEnv(tdb, { PKV_BOOTSTRAP_ADMIN_PASSWORD: password });
       await migrateIfServerDb(env);
-      const serve = await startServe(env);
+      const serve = await servePkv(env);
       expect(serve.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
 
       const ready = await fetch(`${serve.url}/readyz`);

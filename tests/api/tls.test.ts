@@ -4,17 +4,8 @@ import net from 'node:net';
 import path from 'node:path';
 import forge from 'node-forge';
 import { createTestDatabase, dbKind, testEnv, TestDatabase } from '../support/test-app';
-import {
-  assertBuilt,
-  fetchJson,
-  killAllPkv,
-  linesOf,
-  pinnedRequest,
-  runPkv,
-  servePkv,
-  ServingPkv,
-  writeTestCertificate,
-} from '../support/keyring-helpers';
+import { fetchJson, pinnedRequest, writeTestCertificate } from '../support/keyring-helpers';
+import { assertBuilt, killAll, lines, runPkv, servePkv, ServingPkv } from '../support/processes';
 
 // TLS termination does not depend on the database: SQLite alone is enough.
 const describeTls = dbKind() === 'sqlite' ? describe : describe.skip;
@@ -33,7 +24,7 @@ describeTls('pkv serve over HTTPS', () => {
   });
 
   afterAll(async () => {
-    await killAllPkv();
+    await killAll();
     await tdb?.drop();
   });
 
@@ -42,15 +33,15 @@ describeTls('pkv serve over HTTPS', () => {
     let fingerprint: string;
 
     beforeAll(async () => {
-      first = await servePkv(['--tls-self-signed'], env, { cwd: tdb.dir });
+      first = await servePkv(env, { args: ['--tls-self-signed'], cwd: tdb.dir });
       fingerprint = first.fingerprint!;
     }, 60_000);
     afterAll(() => first?.stop());
 
     it('prints the certificate’s SHA-256 fingerprint and an https://127.0.0.1 URL', () => {
       expect(fingerprint).toMatch(/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
-      expect(first.url.protocol).toBe('https:');
-      expect(first.url.hostname).toBe('127.0.0.1');
+      expect(new URL(first.url).protocol).toBe('https:');
+      expect(new URL(first.url).hostname).toBe('127.0.0.1');
       expect(first.stdout()).toContain(`TLS certificate SHA-256 fingerprint: ${fingerprint}`);
       expect(fingerprint).toBe(new crypto.X509Certificate(fs.readFileSync(certFile())).fingerprint256);
     });
@@ -100,7 +91,7 @@ describeTls('pkv serve over HTTPS', () => {
     it('reuses the same certificate on the next start (same fingerprint, nothing new written)', async () => {
       await first.stop();
       const before = fs.readFileSync(certFile(), 'utf8');
-      const second = await servePkv(['--tls-self-signed'], env, { cwd: tdb.dir });
+      const second = await servePkv(env, { args: ['--tls-self-signed'], cwd: tdb.dir });
       try {
         expect(second.fingerprint).toBe(fingerprint);
         expect(second.stdout()).not.toContain('(new)');
@@ -116,10 +107,10 @@ describeTls('pkv serve over HTTPS', () => {
   it('makes a new self-signed certificate when the kept key does not belong to the kept certificate', async () => {
     const dir = fs.mkdtempSync(path.join(tdb.dir, 'mismatch-'));
     const e = { ...env, PKV_DATA_DIR: dir, PKV_DATABASE_URL: `sqlite:${path.join(dir, 'vault.db')}` };
-    const first = await servePkv(['--tls-self-signed'], e, { cwd: tdb.dir });
+    const first = await servePkv(e, { args: ['--tls-self-signed'], cwd: tdb.dir });
     await first.stop();
     fs.copyFileSync(writeTestCertificate(fs.mkdtempSync(path.join(tdb.dir, 'stray-'))).keyFile, path.join(dir, 'tls', 'self-signed.key'));
-    const second = await servePkv(['--tls-self-signed'], e, { cwd: tdb.dir });
+    const second = await servePkv(e, { args: ['--tls-self-signed'], cwd: tdb.dir });
     try {
       expect(second.stdout()).toContain('(new)');
       expect(second.fingerprint).not.toBe(first.fingerprint);
@@ -139,11 +130,11 @@ describeTls('pkv serve over HTTPS', () => {
       const res = await runPkv(['serve', '--port', String(port)], e, { cwd: tdb.dir, timeoutMs: 30_000, killOnStdout: /listening on/ });
       expect(res.code).toBe(3);
       expect(res.stdout).not.toMatch(/Password:/);
-      expect(linesOf(res.stderr)).toEqual([`pkv: PKV_HOST/PKV_PORT: cannot listen on 127.0.0.1:${port} (EADDRINUSE)`]);
+      expect(lines(res.stderr)).toEqual([`pkv: PKV_HOST/PKV_PORT: cannot listen on 127.0.0.1:${port} (EADDRINUSE)`]);
     } finally {
       await new Promise((resolve) => blocker.close(resolve));
     }
-    const serving = await servePkv([], { ...e, PKV_PORT: '0' }, { cwd: tdb.dir });
+    const serving = await servePkv({ ...e, PKV_PORT: '0' }, { cwd: tdb.dir });
     try {
       expect(serving.stdout()).toMatch(/First admin created\. Username: admin {2}Password: \S+/);
     } finally {
@@ -154,9 +145,9 @@ describeTls('pkv serve over HTTPS', () => {
   describe('with --tls-cert and --tls-key', () => {
     it('serves HTTPS with the operator’s own certificate', async () => {
       const own = writeTestCertificate(fs.mkdtempSync(path.join(tdb.dir, 'own-')));
-      const serving = await servePkv(['--tls-cert', own.certFile, '--tls-key', own.keyFile], env, { cwd: tdb.dir });
+      const serving = await servePkv(env, { args: ['--tls-cert', own.certFile, '--tls-key', own.keyFile], cwd: tdb.dir });
       try {
-        expect(serving.url.protocol).toBe('https:');
+        expect(new URL(serving.url).protocol).toBe('https:');
         expect(serving.fingerprint).toBeUndefined();
         const res = await pinnedRequest(serving.url, own.fingerprint256, { path: '/healthz' });
         expect(res.status).toBe(200);
@@ -180,7 +171,7 @@ describeTls('pkv serve over HTTPS', () => {
       expect(res.stdout).not.toContain('listening on');
       expect(res.signal).toBeNull();
       expect(res.code).not.toBe(0);
-      expect(linesOf(res.stderr)).toEqual([expect.stringMatching(line)]);
+      expect(lines(res.stderr)).toEqual([expect.stringMatching(line)]);
     }, 60_000);
   });
 });

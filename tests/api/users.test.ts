@@ -19,7 +19,7 @@ import {
 } from '../support/auth-helpers';
 
 const detailOf = (row: Record<string, unknown>) => JSON.parse(String(row.detail ?? 'null'));
-const USER_KEYS = ['createdAt', 'displayName', 'id', 'role', 'status', 'updatedAt', 'username'];
+const USER_KEYS = ['createdAt', 'displayName', 'id', 'mustChangePassword', 'role', 'status', 'updatedAt', 'username'];
 
 describe('/users', () => {
   let ctx: TestContext;
@@ -67,28 +67,51 @@ describe('/users', () => {
   afterAll(() => ctx.close());
 
   describe('POST /users', () => {
-    it.each(['an admin session', 'an admin API token with users:write'])('lets %s create a user: 201, a scrypt hash stored, user.create audited, no hash returned', async (who) => {
+    it('lets an admin session create a user: 201, a scrypt hash stored, user.create audited, no hash returned, the password to be changed at first sign-in', async () => {
       const username = uniqueName('new.user');
       const password = strongPassword();
       book.add(password);
-      const res = await ctx.http().post('/api/v1/users').set(as[who]()).send({ username, password, role: 'auditor', displayName: 'New Person' });
+      const res = await ctx.http().post('/api/v1/users').set(admin.auth).send({ username, password, role: 'auditor', displayName: 'New Person' });
       expect(res.status).toBe(201);
       expect(Object.keys(res.body).sort()).toEqual(USER_KEYS);
-      expect(res.body).toMatchObject({ username, role: 'auditor', status: 'active', displayName: 'New Person' });
+      expect(res.body).toMatchObject({ username, role: 'auditor', status: 'active', displayName: 'New Person', mustChangePassword: true });
       expect(res.text).not.toContain('scrypt');
 
       const row = await userRow(ctx, res.body.id);
       expect(row).toMatchObject({ username, role: 'auditor', status: 'active', display_name: 'New Person' });
+      expect(Number(row.must_change_password)).toBe(1);
       expect(String(row.password_hash)).toMatch(/^scrypt\$ln=\d+,r=8,p=1\$/);
       expect(String(row.password_hash)).not.toContain(password);
 
       const [audit] = await userAudit('user.create', res.body.id);
-      expect(audit).toMatchObject({ outcome: 'success', actor_id: admin.id, via: who.includes('token') ? 'api_token' : 'session', api_token_id: who.includes('token') ? tokens.adminWrite.id : null });
+      expect(audit).toMatchObject({ outcome: 'success', actor_id: admin.id, via: 'session', api_token_id: null });
+      expect(detailOf(audit)).toEqual({ userId: res.body.id, username, role: 'auditor', firstSignIn: 'must_change_password' });
       expect(String(audit.detail)).not.toContain(password);
 
       const signIn = await ctx.http().post('/api/v1/auth/login').send({ username, password });
       expect(signIn.status).toBe(200);
+      expect(signIn.body.user.mustChangePassword).toBe(true);
       book.add(signIn.body.accessToken);
+    });
+
+    it('lets an admin API token create a user only without a password and in a role whose rights it holds: 201, an account nobody can sign in to yet', async () => {
+      const asAuditor = await createApiToken(ctx, admin, ['users:write', 'provider-keys:read', 'audit:read', 'users:read', 'projects:read']);
+      book.add(asAuditor.token);
+      const username = uniqueName('token.made');
+      const res = await ctx.http().post('/api/v1/users').set(asAuditor.auth).send({ username, role: 'auditor', displayName: 'Made By Script' });
+      expect(res.status).toBe(201);
+      expect(res.body).toMatchObject({ username, role: 'auditor', status: 'active', mustChangePassword: false });
+      const row = await userRow(ctx, res.body.id);
+      expect(String(row.password_hash)).not.toMatch(/^scrypt\$/);
+      const [audit] = await userAudit('user.create', res.body.id);
+      expect(audit).toMatchObject({ outcome: 'success', actor_id: admin.id, via: 'api_token', api_token_id: asAuditor.id });
+      expect(detailOf(audit)).toMatchObject({ firstSignIn: 'no_password' });
+      // No password was ever set: nothing signs in, not even the stored marker itself.
+      for (const guess of [String(row.password_hash), 'a-long-enough-password']) {
+        expectError(await ctx.http().post('/api/v1/auth/login').send({ username, password: guess }), 401, 'unauthorized');
+      }
+      const denied = (await auditRows(ctx, { action: 'auth.login' })).filter((r) => r.actor_id === res.body.id);
+      expect(denied.map((r) => [r.outcome, detailOf(r).why])).toEqual([['denied', 'no_password'], ['denied', 'no_password']]);
     });
 
     it.each(['an admin API token with users:read', 'an admin API token without any users scope', 'an auditor session', 'an auditor API token with users:read', 'a member session', 'a member API token'])(
@@ -396,10 +419,64 @@ describe('/users', () => {
       expect(res.status).toBe(200);
       expect((await userRow(solo, only.id)).role).toBe('member');
 
-      const second = await solo.login(created.body.username, password);
+      // The password was chosen by the first admin: the second changes it before doing anything else.
+      const first = await solo.login(created.body.username, password);
+      expectError(await soloPatch(created.body.id, { status: 'disabled' }, bearer(first)), 403, 'password_change_required');
+      const own = strongPassword();
+      book.add(first, own);
+      expect((await solo.http().post('/api/v1/auth/password').set(bearer(first)).send({ currentPassword: password, newPassword: own })).status).toBe(204);
+      const second = await solo.login(created.body.username, own);
       book.add(second);
       expectError(await soloPatch(created.body.id, { status: 'disabled' }, bearer(second)), 409, 'conflict');
       expect((await userRow(solo, created.body.id)).status).toBe('active');
+    });
+  });
+
+  describe('two admins demoting or disabling each other at once', () => {
+    let duo: TestContext;
+    let a: TestUser;
+    let b: TestUser;
+
+    beforeAll(async () => {
+      duo = await createTestContext();
+      a = await duo.user('admin');
+      b = await duo.user('admin');
+      book.addUser(a);
+      book.addUser(b);
+    });
+    afterAll(async () => {
+      expect(book.foundIn(duo.logText())).toEqual([]);
+      await duo.close();
+    });
+
+    const activeAdmins = () => countRows(duo, 'users', "role = 'admin' AND status = 'active'");
+
+    it('always leaves one active admin: exactly one of the two wins, round after round (the admin rows are read locked)', async () => {
+      const auth: Record<'a' | 'b', Headers> = { a: a.auth, b: b.auth };
+      for (let round = 0; round < 30; round++) {
+        const body = round % 2 === 0 ? { role: 'member' } : { status: 'disabled' };
+        const [byA, byB] = await Promise.all([
+          duo.http().patch(`/api/v1/users/${b.id}`).set(auth.a).send(body),
+          duo.http().patch(`/api/v1/users/${a.id}`).set(auth.b).send(body),
+        ]);
+        const statuses = [byA.status, byB.status];
+        expect({ round, admins: await activeAdmins() }).toEqual({ round, admins: 1 });
+        expect({ round, winners: statuses.filter((x) => x === 200).length }).toEqual({ round, winners: 1 });
+        // The loser was refused as the last admin (409) or, once demoted, for lacking users:write (403).
+        expect(statuses.every((x) => [200, 403, 409].includes(x))).toBe(true);
+
+        const [winner, loser] = byA.status === 200 ? (['a', 'b'] as const) : (['b', 'a'] as const);
+        const loserUser = loser === 'a' ? a : b;
+        const back = await duo.http().patch(`/api/v1/users/${loserUser.id}`).set(auth[winner]).send({ role: 'admin', status: 'active' });
+        expect(back.status).toBe(200);
+        // Disabling ended the loser's session: sign in again for the next round.
+        if ('status' in body) {
+          const token = await duo.login(loserUser.username, loserUser.password);
+          book.add(token);
+          auth[loser] = bearer(token);
+        }
+        expect(await activeAdmins()).toBe(2);
+      }
     });
   });
 

@@ -41,7 +41,7 @@ describeE2E('web console: users, projects and API tokens', () => {
 
     // Disabling asks first. Disable the bootstrap admin: root-admin is then the last active admin…
     const bootstrap = page.locator('[data-testid=user-row]', { has: page.locator('strong', { hasText: /^admin$/ }) });
-    await bootstrap.locator('.row-menu > summary').click();
+    await bootstrap.locator('.row-menu > .menu-button').click();
     await bootstrap.getByRole('menuitem', { name: 'Disable' }).click();
     await eventually(async () => expect(await page.locator('[data-testid=confirm-dialog] .confirm-message').textContent()).toContain('Disable admin? They are signed out at once'));
     await page.click('[data-testid=confirm-dialog] button.danger');
@@ -49,7 +49,7 @@ describeE2E('web console: users, projects and API tokens', () => {
 
     // …and cannot demote themself.
     const me = page.locator('[data-testid=user-row]', { hasText: 'root-admin' });
-    await me.locator('.row-menu > summary').click();
+    await me.locator('.row-menu > .menu-button').click();
     await me.getByRole('menuitem', { name: 'Edit' }).click();
     await page.selectOption('#edit-role', 'member');
     await page.click('dialog button[type=submit]');
@@ -72,7 +72,7 @@ describeE2E('web console: users, projects and API tokens', () => {
     const row = page.locator('[data-testid=project-row]', { hasText: 'ark-eval' });
     await row.waitFor();
 
-    await row.locator('.row-menu > summary').click();
+    await row.locator('.row-menu > .menu-button').click();
     await row.getByRole('menuitem', { name: 'Edit' }).click();
     await page.fill('#project-description', 'Model evaluation runs');
     await page.click('[data-testid=project-dialog] button[type=submit]');
@@ -82,7 +82,7 @@ describeE2E('web console: users, projects and API tokens', () => {
 
     const projectId = new URL((await row.locator('a', { hasText: 'Keys' }).getAttribute('href'))!, e.url).searchParams.get('projectId')!;
     await e.key(admin, { ownerId: member.id, projectId, name: 'eval-key' });
-    await row.locator('.row-menu > summary').click();
+    await row.locator('.row-menu > .menu-button').click();
     await row.getByRole('menuitem', { name: 'Delete' }).click();
     await page.click('[data-testid=confirm-dialog] button.danger');
     await eventually(async () => expect(await page.locator('[data-testid=confirm-dialog] [role=alert]').textContent()).toBe('This project still holds keys. Move or delete its keys first.'));
@@ -92,6 +92,25 @@ describeE2E('web console: users, projects and API tokens', () => {
     await row.locator('a', { hasText: 'Keys' }).click();
     await page.locator('[data-testid=key-row]', { hasText: 'eval-key' }).waitFor();
     expect(await page.locator('[data-testid=filter-project]').inputValue()).toBe(projectId);
+  });
+
+  test('an admin can give a token metrics:read, named in both languages and not ticked by default', async () => {
+    const { page } = e;
+    await e.signIn(admin, '/tokens');
+    await page.click('[data-testid=create-token]');
+    const dialog = page.locator('[data-testid=create-token-dialog]');
+    const box = dialog.locator('input[value="metrics:read"]');
+    expect(await box.isChecked()).toBe(false);
+    expect(await dialog.locator('input[value="audit:read"]').isChecked()).toBe(true);
+    const label = dialog.locator('label.checkbox:has(input[value="metrics:read"])');
+    expect(await label.textContent()).toBe('metrics:read Read operational metrics (Prometheus)');
+    await page.locator('[data-testid=create-token-dialog] .dialog-actions button', { hasText: 'Cancel' }).click();
+    await page.selectOption('[data-testid=lang-switch]', 'zh');
+    await eventually(async () => expect(await page.locator('html').getAttribute('lang')).toBe('zh-CN'));
+    await page.click('[data-testid=create-token]');
+    expect(await label.textContent()).toBe('metrics:read 读取运行指标（Prometheus）');
+    await page.selectOption('[data-testid=lang-switch]', 'en');
+    await eventually(async () => expect(await page.locator('html').getAttribute('lang')).toBe('en'));
   });
 
   test('a member manages their own API tokens: the token is shown once with a copy button, then only its prefix', async () => {
@@ -109,7 +128,7 @@ describeE2E('web console: users, projects and API tokens', () => {
     expect(token).toMatch(/^pkv_[A-Za-z0-9_-]{43}$/);
     await page.click('[data-testid=copy-token]');
     await eventually(async () => expect(await page.evaluate('navigator.clipboard.readText()')).toBe(token));
-    await page.click('[data-testid=issued-token-dialog] button.primary');
+    await page.locator('[data-testid=issued-token-dialog] .dialog-actions button', { hasText: 'Close' }).click();
     await issued.waitFor({ state: 'detached' });
 
     const row = page.locator('[data-testid=token-row]', { hasText: 'ci-bot' });
@@ -123,7 +142,7 @@ describeE2E('web console: users, projects and API tokens', () => {
     const ok = await fetch(`${e.url}/api/v1/provider-keys`, { headers: { authorization: `Bearer ${token}` } });
     expect(ok.status).toBe(200);
     // …until it is revoked, after a confirmation.
-    await row.locator('.row-menu > summary').click();
+    await row.locator('.row-menu > .menu-button').click();
     await row.getByRole('menuitem', { name: 'Revoke' }).click();
     await eventually(async () => expect(await page.locator('[data-testid=confirm-dialog]').textContent()).toContain('This cannot be undone.'));
     await page.click('[data-testid=confirm-dialog] button.danger');
@@ -137,6 +156,33 @@ describeE2E('web console: users, projects and API tokens', () => {
     await page.goto(`${e.url}/users`);
     await eventually(async () => expect(await page.locator('.page .empty').textContent()).toBe('Your role cannot open this page.'));
     expect(await page.locator('[data-testid=users-table]').count()).toBe(0);
+  });
+
+  test('a user whose password an admin set sees only a password form until choosing their own, then signs in with it', async () => {
+    const { page } = e;
+    const lei = await e.user('member', 'li.lei');
+    const adminToken = await e.apiLogin(admin);
+    const set = await fetch(`${e.url}/api/v1/users/${lei.id}`, { method: 'PATCH', headers: { 'content-type': 'application/json', authorization: `Bearer ${adminToken}` }, body: JSON.stringify({ password: 'chosen-by-the-admin' }) });
+    expect(set.status).toBe(200);
+
+    await page.goto(`${e.url}/keys`);
+    await page.locator('#login-username, [data-testid=user-menu]').first().waitFor();
+    if (await page.locator('[data-testid=user-menu]').count()) await e.signOut();
+    await page.fill('#login-username', 'li.lei');
+    await page.fill('#login-password', 'chosen-by-the-admin');
+    await page.click('form.login-card button[type=submit]');
+    await page.locator('#password-required-title').waitFor();
+    expect(await page.locator('[data-testid=user-menu]').count()).toBe(0);
+    expect(await page.locator('.login-card [role=status], .login-card .alert').first().textContent()).toContain('set by someone else');
+
+    await page.fill('#pw-current', 'chosen-by-the-admin');
+    await page.fill('#pw-new', 'chosen-by-lei-herself');
+    await page.fill('#pw-repeat', 'chosen-by-lei-herself');
+    await page.click('.login-card button[type=submit]');
+    await page.locator('#login-username').waitFor();
+    await eventually(async () => expect(await page.locator('.login-card').textContent()).toContain('Your password was changed'));
+    await e.signIn({ ...lei, password: 'chosen-by-lei-herself' });
+    expect(await page.locator('#password-required-title').count()).toBe(0);
   });
 
   test('no CSP violation or page error happened', () => {

@@ -3,6 +3,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import AxeBuilder from '@axe-core/playwright';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { loadConfig } from '../../src/config';
 import { start, type RunningServer } from '../../src/main';
@@ -45,7 +46,7 @@ export class E2E {
     private readonly profileDir: string,
   ) {}
 
-  static async start(env: Record<string, string> = {}): Promise<E2E> {
+  static async start(env: Record<string, string> = {}, opts: { chromiumArgs?: string[]; timezoneId?: string } = {}): Promise<E2E> {
     if (!fs.existsSync(path.join(CONSOLE_DIR, 'index.html'))) throw new Error(`the web console is not built (${CONSOLE_DIR}); run \`npm run build\` first`);
     const tdb = await createTestDatabase('sqlite');
     const config = loadConfig(testEnv(tdb, env), { generateDevSecrets: false });
@@ -57,10 +58,12 @@ export class E2E {
       browser = await chromium.launchPersistentContext(profileDir, {
         executablePath: CHROMIUM,
         headless: true,
-        args: CHROMIUM_ARGS,
+        args: [...CHROMIUM_ARGS, ...(opts.chromiumArgs ?? [])],
+        // Playwright turns the back/forward cache off by default; real browsers have it, and Back must be safe with it.
+        ignoreDefaultArgs: ['--disable-back-forward-cache'],
         viewport: { width: 1360, height: 860 },
         locale: 'en-US',
-        timezoneId: 'UTC',
+        timezoneId: opts.timezoneId ?? 'UTC',
         acceptDownloads: true,
         timeout: 30_000,
       });
@@ -102,7 +105,7 @@ export class E2E {
   }
 
   /** A key added through the service, as `by` (an admin). */
-  async key(by: SeededUser, f: { ownerId: string; projectId: string; name: string; provider?: Provider; secret?: string; remark?: string }): Promise<{ id: string; secret: string; hint: string }> {
+  async key(by: SeededUser, f: { ownerId: string; projectId: string; name: string; provider?: Provider; secret?: string; remark?: string; baseUrl?: string }): Promise<{ id: string; secret: string; hint: string }> {
     const secret = f.secret ?? `sk-${crypto.randomBytes(24).toString('base64url')}`;
     const k = await this.container.providerKeys.create(cliActor({ id: by.id, username: by.username, role: by.role }), {
       ownerId: f.ownerId,
@@ -111,6 +114,7 @@ export class E2E {
       provider: f.provider ?? 'openai',
       secret,
       ...(f.remark ? { remark: f.remark } : {}),
+      ...(f.baseUrl ? { baseUrl: f.baseUrl } : {}),
     });
     return { id: k.id, secret, hint: k.hint };
   }
@@ -139,7 +143,7 @@ export class E2E {
 
   async signOut(): Promise<void> {
     const { page } = this;
-    await page.click('[data-testid=user-menu] > summary');
+    await page.click('[data-testid=user-menu] > .menu-button');
     await page.click('[data-testid=sign-out]');
     await page.locator('#login-username').waitFor();
   }
@@ -171,6 +175,41 @@ export class E2E {
     await this.tdb?.drop().catch(() => undefined);
     fs.rmSync(this.profileDir, { recursive: true, force: true });
   }
+}
+
+/** Chooses a key's owner in the Add key / Edit key dialogs' searchable picker, by typing and picking the option. */
+export async function pickOwner(page: Page, username: string, field = '#key-owner'): Promise<void> {
+  await page.fill(field, username);
+  const list = await page.getAttribute(field, 'aria-controls');
+  const exact = new RegExp(`^${username.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}( ·|$)`);
+  await page.locator(`[id="${list}"] [role=option]`, { hasText: exact }).click();
+}
+
+/** WCAG 2.0, 2.1 and 2.2 A and AA rules, and axe's best practices. */
+const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'];
+
+/**
+ * axe's serious and critical findings on the page as it is now (open dialogs included), one line each, prefixed with
+ * `where`. axe-core runs in the page itself (nothing is downloaded); legacy mode keeps it to this one page.
+ */
+export async function axeProblems(page: Page, where: string): Promise<string[]> {
+  const results = await new AxeBuilder({ page }).withTags(AXE_TAGS).setLegacyMode(true).analyze();
+  return results.violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${where}: ${v.id} (${v.impact}) at ${v.nodes.map((n) => n.target.join(' ')).slice(0, 4).join(', ')} — ${v.nodes[0]?.failureSummary?.split('\n').slice(0, 2).join(' ')}`);
+}
+
+/** Whether the page scrolls sideways (content wider than the viewport): false, or the elements that stick out. */
+export async function scrollsSideways(page: Page): Promise<false | string[]> {
+  return (await page.evaluate(`(() => {
+    if (document.documentElement.scrollWidth <= window.innerWidth) return false;
+    const out = [];
+    for (const el of document.querySelectorAll('body *')) {
+      const r = el.getBoundingClientRect();
+      if (r.width && r.right > window.innerWidth + 0.5) out.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\\s+/).join('.') : '') + ' ' + Math.round(r.right));
+    }
+    return out.slice(0, 12);
+  })()`)) as false | string[];
 }
 
 /** Reads a download fully (bounded by WAIT_MS). */

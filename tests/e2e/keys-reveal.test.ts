@@ -4,7 +4,7 @@
  * give a reason; refusals read as sentences; markup in a name or remark stays text.
  */
 import crypto from 'node:crypto';
-import { describeE2E, E2E, eventually, noticeText, WAIT_MS, type SeededUser } from './helpers';
+import { describeE2E, E2E, eventually, noticeText, pickOwner, WAIT_MS, type SeededUser } from './helpers';
 
 jest.setTimeout(180_000);
 
@@ -44,7 +44,7 @@ describeE2E('web console: keys and the reveal', () => {
     const dialog = page.locator('[data-testid=add-key-dialog]');
     await dialog.waitFor();
     expect(await page.getAttribute('#key-secret', 'type')).toBe('password');
-    await page.selectOption('#key-owner', alice.id);
+    await pickOwner(page, 'alice');
     await page.selectOption('#key-project', project.id);
     await page.selectOption('#key-provider', 'openai');
     await page.fill('#key-name', 'alice-openai');
@@ -70,8 +70,9 @@ describeE2E('web console: keys and the reveal', () => {
     const { page } = e;
     await page.click('[data-testid=add-key]');
     const dialog = page.locator('[data-testid=add-key-dialog]');
-    await page.selectOption('#key-owner', bob.id);
+    await pickOwner(page, 'bob');
     await page.selectOption('#key-project', project.id);
+    await page.selectOption('#key-provider', 'openai');
     await page.fill('#key-name', 'copy-of-alice');
     await page.fill('#key-secret', secret);
     await dialog.locator('button[type=submit]').click();
@@ -127,8 +128,22 @@ describeE2E('web console: keys and the reveal', () => {
     await dialog.waitFor({ state: 'detached', timeout: WAIT_MS });
     await eventually(async () => expect(await noticeText(page)).toContain('was hidden'));
     expect(await e.pageTraces()).not.toContain(secret);
+    // The clipboard still held the secret when it hid: it is emptied too.
+    await eventually(async () => expect(await page.evaluate('navigator.clipboard.readText()')).toBe(''));
     // The list now counts the reveal.
     await eventually(async () => expect((await page.locator('[data-testid=key-row] td.num').first().textContent())?.trim()).toBe('1'));
+  });
+
+  test('the owner finds the key by the last characters of its hint, as shown in a provider’s console', async () => {
+    const { page } = e;
+    const search = page.getByRole('searchbox', { name: /Search keys by name or by the last characters/ });
+    await search.fill(secret.slice(-4));
+    await eventually(async () => expect(await page.locator('[data-testid=key-row]').count()).toBe(1));
+    expect(await page.locator('[data-testid=key-row] .key-name').textContent()).toBe('alice-openai');
+    await search.fill(secret.slice(-7, -3));
+    await eventually(async () => expect(await page.locator('[data-testid=keys-table] td.empty').textContent()).toBe('Nothing matches these filters.'));
+    await search.fill('');
+    await page.locator('[data-testid=key-row]').first().waitFor();
   });
 
   test('another member can neither list nor open the key', async () => {
@@ -156,9 +171,15 @@ describeE2E('web console: keys and the reveal', () => {
     await dialog.waitFor();
     await page.click('[data-testid=secret-toggle]');
     expect(await page.locator('[data-testid=secret-text]').textContent()).toBe(secret);
+    // Copied, then something else copied over it: hiding leaves the clipboard alone.
+    await page.click('[data-testid=secret-copy]');
+    await eventually(async () => expect(await page.evaluate('navigator.clipboard.readText()')).toBe(secret));
+    await page.evaluate(`navigator.clipboard.writeText('INC-42 notes')`);
     await page.click('[data-testid=reveal-hide]');
     await dialog.waitFor({ state: 'detached' });
     expect(await e.pageTraces()).not.toContain(secret);
+    await page.waitForTimeout(300);
+    expect(await page.evaluate('navigator.clipboard.readText()')).toBe('INC-42 notes');
 
     // Key detail: metadata and its trail — who revealed it, when, from where, why.
     await page.locator('a.key-name', { hasText: 'alice-openai' }).click();
@@ -167,13 +188,16 @@ describeE2E('web console: keys and the reveal', () => {
     const reveal = page.locator('[data-testid=audit-row][data-action="provider_key.reveal"]', { hasText: 'INC-42' });
     await reveal.waitFor();
     expect(await reveal.textContent()).toMatch(/root-admin.*127\.0\.0\.1.*INC-42: checking the key still works/);
-    expect(await page.locator('[data-testid=audit-row][data-action="provider_key.reveal"]', { hasText: 'alice' }).count()).toBe(1);
+    // alice's own reveal, and the admin's marked as not the owner's.
+    expect(await page.locator('[data-testid=audit-row][data-action="provider_key.reveal"][data-other=false]', { hasText: 'alice' }).count()).toBe(1);
+    expect(await reveal.getAttribute('data-other')).toBe('true');
+    expect(await reveal.getByTestId('not-owner').textContent()).toBe('not the owner');
   });
 
   test('disable and enable ask for confirmation; a disabled, an expired and a rate-limited reveal read as sentences', async () => {
     const { page } = e;
     // Disable from the detail page's menu, confirming.
-    await page.click('[data-testid=key-menu] > summary');
+    await page.click('[data-testid=key-menu] > .menu-button');
     await page.getByRole('menuitem', { name: 'Disable' }).click();
     const confirm = page.locator('[data-testid=confirm-dialog]');
     await eventually(async () => expect(await confirm.textContent()).toContain('Disable “alice-openai”?'));
@@ -209,7 +233,7 @@ describeE2E('web console: keys and the reveal', () => {
     // Enabling again also asks first.
     await e.signIn(admin);
     const row = page.locator('[data-testid=key-row]', { hasText: 'alice-openai' });
-    await row.locator('[data-testid=key-menu] > summary').click();
+    await row.locator('[data-testid=key-menu] > .menu-button').click();
     await row.getByRole('menuitem', { name: 'Enable' }).click();
     await eventually(async () => expect(await confirm.textContent()).toContain('Enable “alice-openai”?'));
     await confirm.locator('button[type=submit]').click();
@@ -223,7 +247,7 @@ describeE2E('web console: keys and the reveal', () => {
     await page.goto(`${e.url}/keys/${victim.id}`);
     await page.locator('[data-testid=key-meta]').waitFor();
 
-    await page.click('[data-testid=key-menu] > summary');
+    await page.click('[data-testid=key-menu] > .menu-button');
     await page.getByRole('menuitem', { name: 'Edit' }).click();
     const edit = page.locator('[data-testid=edit-key-dialog]');
     await page.fill('#edit-name', 'bob-renamed');
@@ -235,7 +259,7 @@ describeE2E('web console: keys and the reveal', () => {
 
     const fresh = `sk-${crypto.randomBytes(30).toString('base64url')}`;
     secretsSeen.push(fresh);
-    await page.click('[data-testid=key-menu] > summary');
+    await page.click('[data-testid=key-menu] > .menu-button');
     await page.getByRole('menuitem', { name: 'Replace secret' }).click();
     const replace = page.locator('[data-testid=replace-secret-dialog]');
     await page.fill('#replace-secret', fresh);
@@ -245,7 +269,7 @@ describeE2E('web console: keys and the reveal', () => {
     await replace.waitFor({ state: 'detached' });
     await eventually(async () => expect(await noticeText(page)).toContain(`New hint: sk-…${fresh.slice(-4)}`));
 
-    await page.click('[data-testid=key-menu] > summary');
+    await page.click('[data-testid=key-menu] > .menu-button');
     await page.getByRole('menuitem', { name: 'Delete' }).click();
     const confirm = page.locator('[data-testid=confirm-dialog]');
     await eventually(async () => expect(await confirm.textContent()).toContain('Delete “bob-renamed”?'));
@@ -263,8 +287,9 @@ describeE2E('web console: keys and the reveal', () => {
     await page.goto(`${e.url}/keys`);
     await page.click('[data-testid=add-key]');
     const dialog = page.locator('[data-testid=add-key-dialog]');
-    await page.selectOption('#key-owner', alice.id);
+    await pickOwner(page, 'alice');
     await page.selectOption('#key-project', project.id);
+    await page.selectOption('#key-provider', 'openai');
     await page.fill('#key-name', name);
     const xssSecret = `sk-${crypto.randomBytes(30).toString('base64url')}`;
     secretsSeen.push(xssSecret);
@@ -282,7 +307,7 @@ describeE2E('web console: keys and the reveal', () => {
     await page.locator('[data-testid=key-meta]').waitFor();
     expect(await page.locator('[data-testid=detail-name]').textContent()).toBe(name);
     expect(await page.locator('[data-testid=detail-remark]').textContent()).toBe(remark);
-    await page.click('[data-testid=key-menu] > summary');
+    await page.click('[data-testid=key-menu] > .menu-button');
     await page.getByRole('menuitem', { name: 'Delete' }).click();
     await eventually(async () => expect(await page.locator('[data-testid=confirm-dialog]').textContent()).toContain(name));
     await page.locator('[data-testid=confirm-dialog] button', { hasText: 'Cancel' }).click();

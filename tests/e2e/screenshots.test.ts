@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describeE2E, E2E, eventually, type SeededUser } from './helpers';
+import { describeE2E, E2E, eventually, pickOwner, type SeededUser } from './helpers';
 
 jest.setTimeout(240_000);
 
@@ -67,6 +67,31 @@ describeE2E('web console: screenshots of the main pages', () => {
     const bot = (await call(adminToken, 'POST', '/api-tokens', { name: 'deploy-bot', scopes: ['provider-keys:read', 'provider-keys:reveal'], expiresInDays: 30 })) as { token: string };
     await call(adminToken, 'POST', '/api-tokens', { name: 'siem-export', scopes: ['audit:read'], expiresInDays: 365 });
     await call(bot.token, 'GET', '/provider-keys');
+    // Two virtual keys on openai-fallback, and 30 days of their calls (a quieter weekend, the odd 429).
+    const supportBot = (await call(zhangToken, 'POST', `/provider-keys/${keys.openai.id}/virtual-keys`, { name: 'support-bot (prod)', models: ['gpt-4o-mini', 'gpt-4o'], dailyRequestLimit: 5000, dailyTokenLimit: 5_000_000 })) as { id: string };
+    await call(zhangToken, 'POST', `/provider-keys/${keys.openai.id}/virtual-keys`, { name: 'nightly eval', expiresInDays: 30 });
+    for (let day = 29; day >= 0; day--) {
+      const calls = 14 + ((day * 7) % 11) + (day % 7 < 2 ? 0 : 22);
+      for (let i = 0; i < calls; i++) {
+        e.container.gateway.usage.record({
+          at: new Date(Date.now() - day * 86_400_000 - i * 1000),
+          virtualKeyId: supportBot.id,
+          keyId: keys.openai.id,
+          userId: zhang.id,
+          model: 'gpt-4o-mini',
+          status: i % 31 === 5 ? 429 : 200,
+          latencyMs: 800,
+          promptTokens: 600 + ((i * 37) % 900),
+          completionTokens: 150 + ((i * 53) % 400),
+          requestBytes: 2000,
+          responseBytes: 3000,
+        });
+      }
+    }
+    // Two webhooks, one with a secret its receiver chose, for their page.
+    await e.container.gateway.usage.flush();
+    await call(adminToken, 'POST', '/webhooks', { url: 'https://hooks.example.com/pkv/key-health', events: ['provider_key.health_changed', 'provider_key.expiring', 'provider_key.revealed'] });
+    await call(adminToken, 'POST', '/webhooks', { url: 'https://siem.example.com/ingest/pkv', events: ['provider_key.revealed', 'audit.verify_failed'], secret: `whsec-own-${hex(16)}` });
     await e.container.usage.flush();
     await e.container.audit.chain.sealPending();
   });
@@ -87,13 +112,17 @@ describeE2E('web console: screenshots of the main pages', () => {
     await eventually(async () => expect(await page.locator('[data-testid=key-row]').count()).toBe(6));
     await shot('02-keys-admin.png');
     await page.click('[data-testid=add-key]');
-    await page.selectOption('#key-owner', zhang.id);
+    await pickOwner(page, 'zhang.wei');
     await page.selectOption('#key-project', { label: 'chatbot-prod' });
     await page.fill('#key-name', 'ark-vision-prod');
     await page.fill('#key-secret', arkKey());
     await page.fill('#key-remark', 'Doubao vision endpoint');
     await page.locator('#key-name').focus();
     await shot('03-add-key.png');
+    // A Volcengine AK/SK pair pasted where an Ark API key belongs: flagged before saving.
+    await page.fill('#key-secret', `AKLT${crypto.randomBytes(32).toString('base64url')}`);
+    await page.getByTestId('shape-warning').waitFor();
+    await shot('12-add-key-warning.png');
     await page.click('[data-testid=add-key-dialog] button:text("Cancel")');
   });
 
@@ -119,6 +148,32 @@ describeE2E('web console: screenshots of the main pages', () => {
     await shot('05-key-detail.png', true);
   });
 
+  test('a key’s virtual keys, code snippets and usage; a new virtual key shown once', async () => {
+    const { page } = e;
+    await e.signIn(zhang, `/keys/${keys.openai.id}`);
+    await eventually(async () => expect(await page.locator('[data-testid=vk-row]').count()).toBe(2));
+    await eventually(async () => expect(await page.locator('[aria-busy=true]').count()).toBe(0));
+    const from = (await page.locator('section.gateway').boundingBox())!;
+    const to = (await page.getByTestId('usage').boundingBox())!;
+    await page.mouse.move(1, 1);
+    const file = path.join(OUT, '19-key-gateway.png');
+    await page.screenshot({ path: file, fullPage: true, clip: { x: 0, y: from.y - 8, width: 1360, height: to.y + to.height - from.y + 24 }, animations: 'disabled', caret: 'hide' });
+    expect(fs.statSync(file).size).toBeGreaterThan(10_000);
+
+    await page.clock.install();
+    await page.getByTestId('create-virtual-key').click();
+    await page.fill('#vk-name', 'billing job');
+    await page.fill('#vk-models', 'gpt-4o-mini');
+    await page.fill('#vk-requests', '1000');
+    await page.getByTestId('vk-submit').click();
+    await page.getByTestId('issued-vk-dialog').waitFor();
+    await page.clock.runFor(4_000);
+    await page.getByTestId('secret-copy').click();
+    await eventually(async () => expect(await page.getByTestId('secret-copy').textContent()).toContain('Copied'));
+    await shot('20-virtual-key-once.png');
+    await page.getByTestId('reveal-hide').click();
+  });
+
   test('audit page with the verify result', async () => {
     const { page } = e;
     await e.signIn(auditor, '/audit');
@@ -142,6 +197,16 @@ describeE2E('web console: screenshots of the main pages', () => {
     await shot('09-projects.png');
   });
 
+  test('the hygiene report and webhooks', async () => {
+    const { page } = e;
+    await page.click('.mainnav a:text("Hygiene")');
+    await page.getByTestId('hygiene-generated').waitFor();
+    await shot('21-hygiene.png', true);
+    await page.click('.mainnav a:text("Webhooks")');
+    await eventually(async () => expect(await page.locator('[data-testid=webhook-row]').count()).toBe(2));
+    await shot('22-webhooks.png');
+  });
+
   test('the Chinese UI', async () => {
     const { page } = e;
     await page.click('.mainnav a:text("Keys")');
@@ -155,6 +220,53 @@ describeE2E('web console: screenshots of the main pages', () => {
     await shot('11-reveal-reason-zh.png');
     await page.click('[data-testid=reason-dialog] button:text("取消")');
     await page.selectOption('[data-testid=lang-switch]', 'en');
+  });
+
+  test('dark mode (from the system setting)', async () => {
+    const { page } = e;
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await e.signIn(admin, '/keys');
+    await eventually(async () => expect(await page.locator('[data-testid=key-row]').count()).toBe(6));
+    await shot('13-keys-dark.png');
+    await e.signIn(auditor, '/audit');
+    await page.getByTestId('preset-admin-others').click();
+    await eventually(async () => expect(await page.locator('[data-testid=audit-row]').count()).toBe(2));
+    await shot('14-audit-dark.png');
+    await page.emulateMedia({ colorScheme: 'light' });
+  });
+
+  test('a phone (390 px): cards with their actions, and the reveal', async () => {
+    const { page } = e;
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.clock.install();
+    await e.signIn(zhang, '/keys');
+    await eventually(async () => expect(await page.locator('[data-testid=key-row]').count()).toBe(2));
+    await shot('15-phone-keys.png');
+    await page.locator('[data-testid=key-row]', { hasText: 'ark-chat-prod' }).getByTestId('reveal-button').click();
+    await page.getByTestId('reveal-dialog').waitFor();
+    await page.clock.runFor(3_000);
+    await shot('16-phone-reveal.png');
+    await page.getByTestId('reveal-hide').click();
+    await e.signIn(auditor, '/audit');
+    await page.locator('[data-testid=audit-row]').first().waitFor();
+    await shot('17-phone-audit.png');
+    await page.setViewportSize({ width: 1360, height: 860 });
+  });
+
+  test('the first run: an empty vault’s setup path', async () => {
+    const fresh = await E2E.start();
+    try {
+      const { page } = fresh;
+      await fresh.signIn({ id: '', username: 'admin', password: fresh.server.bootstrapPassword!, role: 'admin' });
+      await page.getByTestId('setup-guide').waitFor();
+      await page.mouse.move(1, 1);
+      const file = path.join(OUT, '18-first-run.png');
+      await page.screenshot({ path: file, animations: 'disabled', caret: 'hide' });
+      expect(fs.statSync(file).size).toBeGreaterThan(10_000);
+      expect(fresh.problems).toEqual([]);
+    } finally {
+      await fresh.close();
+    }
   });
 
   test('no CSP violation or page error happened on any page', () => {

@@ -4,6 +4,7 @@ import type { Response } from 'supertest';
 import { AUDIENCE, ISSUER } from '../../src/modules/auth/sessions';
 import { createApiToken } from './factories';
 import type { TestContext, TestUser } from './test-app';
+import { setCredentialAsTheVault } from './crypto-helpers';
 
 export type Headers = Record<string, string>;
 
@@ -115,7 +116,7 @@ export async function refusedCredentials(ctx: TestContext, admin: TestUser): Pro
   const revoked = await createApiToken(ctx, victim, ['users:read', 'projects:read']);
   expectStatus(await ctx.http().delete(`/api/v1/api-tokens/${revoked.id}`).set(victim.auth), 204);
   const expired = await createApiToken(ctx, victim, ['users:read', 'projects:read']);
-  await ctx.db.transaction((m) => m.query('UPDATE api_tokens SET expires_at = ? WHERE id = ?', [Date.now() - 60_000, expired.id]));
+  await setCredentialAsTheVault(ctx, 'api_tokens', expired.id, { expires_at: Date.now() - 60_000 });
   const neverIssued = `pkv_${crypto.randomBytes(32).toString('base64url')}`;
 
   // Functions: crafted tokens are signed afresh (new jti) for every request, so one route cannot use up another's.
@@ -195,7 +196,7 @@ export async function countRows(ctx: TestContext, table: string, where = '1 = 1'
 
 /** Row counts of every table a request could write to: a refused request leaves them all as they were. */
 export async function writeCounts(ctx: TestContext): Promise<Record<string, number>> {
-  const tables = ['users', 'projects', 'provider_keys', 'api_tokens', 'revoked_sessions', 'audit_events'];
+  const tables = ['users', 'projects', 'provider_keys', 'api_tokens', 'revoked_sessions', 'audit_events', 'virtual_keys', 'gateway_usage', 'key_health_events', 'webhooks', 'webhook_deliveries', 'webhook_attempts'];
   const out: Record<string, number> = {};
   for (const t of tables) out[t] = await countRows(ctx, t);
   return out;

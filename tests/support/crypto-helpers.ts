@@ -1,6 +1,11 @@
 import crypto from 'node:crypto';
 import forge from 'node-forge';
 import type { TestContext } from './test-app';
+import { CredentialMac } from '../../src/crypto/credential-mac';
+import { ApiTokenEntity } from '../../src/modules/api-tokens/api-token.entity';
+import { apiTokenFields } from '../../src/modules/api-tokens/api-tokens.repository';
+import { VirtualKeyEntity } from '../../src/modules/gateway/virtual-key.entity';
+import { virtualKeyFields } from '../../src/modules/gateway/virtual-keys.repository';
 
 /** The sealed columns of provider_keys, as stored. */
 export const SEALED_COLUMNS = ['wrapped_dek', 'dek_iv', 'dek_tag', 'secret_ciphertext', 'secret_iv', 'secret_tag'] as const;
@@ -10,6 +15,8 @@ export interface StoredKeyRow {
   id: string;
   ownerId: string;
   projectId: string;
+  provider: string;
+  baseUrl: string | null;
   status: string;
   hint: string;
   formatVersion: number;
@@ -33,6 +40,8 @@ export async function storedKey(ctx: TestContext, id: string): Promise<StoredKey
     id: String(r.id),
     ownerId: String(r.owner_id),
     projectId: String(r.project_id),
+    provider: String(r.provider),
+    baseUrl: r.base_url == null ? null : String(r.base_url),
     status: String(r.status),
     hint: String(r.hint),
     formatVersion: Number(r.format_version),
@@ -60,7 +69,17 @@ export function flipBit(buf: Buffer, bit = 0): Buffer {
 
 /** The AADs as SPEC §5 and the brief define them, written out independently of src/crypto. */
 export const dekAadOf = (keyId: string, kekVersion: number) => Buffer.from(['pkv/v1/dek', keyId, String(kekVersion)].join('\0'), 'utf8');
-export const secretAadOf = (keyId: string, ownerId: string, projectId: string) => Buffer.from(['pkv/v1/secret', keyId, ownerId, projectId].join('\0'), 'utf8');
+export interface BindingOf {
+  keyId: string;
+  ownerId: string;
+  projectId: string;
+  provider: string;
+  baseUrl: string | null;
+}
+export const secretAadOf = (b: BindingOf) => Buffer.from(['pkv/v2/secret', b.keyId, b.ownerId, b.projectId, b.provider, b.baseUrl ?? ''].join('\0'), 'utf8');
+/** Format 1 (before provider and baseUrl were bound). */
+export const legacySecretAadOf = (b: BindingOf) => Buffer.from(['pkv/v1/secret', b.keyId, b.ownerId, b.projectId].join('\0'), 'utf8');
+export const bindingOfRow = (row: StoredKeyRow): BindingOf => ({ keyId: row.id, ownerId: row.ownerId, projectId: row.projectId, provider: row.provider, baseUrl: row.baseUrl });
 
 const bin = (b: Buffer) => b.toString('binary');
 
@@ -107,11 +126,11 @@ export function forgeUnwrapDek(masterKey: Buffer, row: StoredKeyRow, keyId = row
 }
 
 /** Opens a row's secret from the stored bytes and the master key alone, with node-forge, under the given binding. */
-export function forgeOpenSecret(masterKey: Buffer, row: StoredKeyRow, binding: { keyId: string; ownerId: string; projectId: string } = { keyId: row.id, ownerId: row.ownerId, projectId: row.projectId }): Buffer | null {
+export function forgeOpenSecret(masterKey: Buffer, row: StoredKeyRow, binding: BindingOf = bindingOfRow(row)): Buffer | null {
   const s = need(row);
   const dek = forgeUnwrapDek(masterKey, row);
   if (!dek) return null;
-  return forgeGcmOpen(dek, s.secret_iv, s.secret_ciphertext, s.secret_tag, secretAadOf(binding.keyId, binding.ownerId, binding.projectId));
+  return forgeGcmOpen(dek, s.secret_iv, s.secret_ciphertext, s.secret_tag, secretAadOf(binding));
 }
 
 /** Every printable form a stored byte string could leak as. */
@@ -143,4 +162,22 @@ export function nodeGcmSeal(key: Buffer, plaintext: Buffer, aad: Buffer): { iv: 
   c.setAAD(aad);
   const ciphertext = Buffer.concat([c.update(plaintext), c.final()]);
   return { iv, ciphertext, tag: c.getAuthTag() };
+}
+
+/**
+ * Sets columns of a credential row and seals it again as the vault would have: for a test that needs a state the API
+ * cannot make at once (an expired token). Without resealing, a change by SQL breaks the row MAC and the row is refused
+ * for that reason, whatever the test meant to check.
+ */
+export async function setCredentialAsTheVault(ctx: TestContext, table: 'api_tokens' | 'virtual_keys', id: string, values: Record<string, number | string | null>): Promise<void> {
+  const mac = new CredentialMac(await ctx.container.keyring.systemKey('audit_chain'));
+  await ctx.db.transaction(async (tx) => {
+    const cols = Object.keys(values);
+    await tx.query(`UPDATE ${table} SET ${cols.map((c) => `${c} = ?`).join(', ')} WHERE id = ?`, [...cols.map((c) => values[c]), id]);
+    const rowMac =
+      table === 'api_tokens'
+        ? mac.of('api_token', apiTokenFields(await tx.findOneByOrFail(ApiTokenEntity, { id })))
+        : mac.of('virtual_key', virtualKeyFields(await tx.findOneByOrFail(VirtualKeyEntity, { id })));
+    await tx.query(`UPDATE ${table} SET row_mac = ? WHERE id = ?`, [rowMac, id]);
+  });
 }

@@ -20,14 +20,14 @@ export interface CreatedKey {
 export async function createKey(
   ctx: TestContext,
   admin: TestUser,
-  fields: { ownerId: string; projectId: string; secret?: string; provider?: string; name?: string; expiresAt?: string; remark?: string },
+  fields: { ownerId: string; projectId: string; secret?: string; provider?: string; name?: string; expiresAt?: string; remark?: string; baseUrl?: string },
 ): Promise<CreatedKey> {
   const secret = fields.secret ?? uniqueSecret();
   const res = await ctx
     .http()
     .post('/api/v1/provider-keys')
     .set(admin.auth)
-    .send({ name: fields.name ?? 'key', provider: fields.provider ?? 'openai', ownerId: fields.ownerId, projectId: fields.projectId, secret, ...(fields.expiresAt ? { expiresAt: fields.expiresAt } : {}), ...(fields.remark ? { remark: fields.remark } : {}) });
+    .send({ name: fields.name ?? 'key', provider: fields.provider ?? 'openai', ownerId: fields.ownerId, projectId: fields.projectId, secret, ...(fields.expiresAt ? { expiresAt: fields.expiresAt } : {}), ...(fields.remark ? { remark: fields.remark } : {}), ...(fields.baseUrl ? { baseUrl: fields.baseUrl } : {}) });
   if (res.status !== 201) throw new Error(`createKey: ${res.status} ${JSON.stringify(res.body)}`);
   return { id: res.body.id, secret, ownerId: fields.ownerId, projectId: fields.projectId, hint: res.body.hint };
 }

@@ -1,5 +1,4 @@
 import 'reflect-metadata';
-import { spawn, ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -7,69 +6,19 @@ import https from 'node:https';
 import path from 'node:path';
 import tls from 'node:tls';
 import forge from 'node-forge';
-import request from 'supertest';
-import type { Express } from 'express';
-import { loadConfig, Config } from '../../src/config';
-import { openDatabase, Database } from '../../src/db/database';
-import { buildContainer, Container } from '../../src/container';
-import { createApp } from '../../src/app';
-import { CaptureTransport, createLogger } from '../../src/logger';
+import type request from 'supertest';
+import type { Database } from '../../src/db/database';
+import type { Container } from '../../src/container';
 import { newId } from '../../src/ids';
 import { hintFor } from '../../src/modules/provider-keys/providers';
 import type { SecretBinding } from '../../src/crypto/envelope';
 import type { TestContext } from './test-app';
 import { sealedOf } from './leak-check';
-
-export const PKV_BIN = path.resolve(__dirname, '../../dist/src/cli/pkv.js');
-
-/** Spawned tests run the built CLI; `npm test` builds first, a direct `npx jest` needs `npm run build`. */
-export function assertBuilt(): void {
-  if (!fs.existsSync(PKV_BIN)) throw new Error(`${PKV_BIN} is missing: run \`npm run build\` before these tests`);
-}
-
-type Env = Record<string, string | undefined>;
+import type { Env } from './processes';
 
 /** The environment with the keyring replaced: `PKV_MASTER_KEYS` set, the `PKV_MASTER_KEY` shorthand removed. */
 export function withKeyring(env: Env, keyring: string): Env {
   return { ...env, PKV_MASTER_KEY: undefined, PKV_MASTER_KEYS: keyring };
-}
-
-/** A second vault process in all but name: its own config, connection and services over an existing database. */
-export interface Instance {
-  config: Config;
-  db: Database;
-  container: Container;
-  app: Express;
-  capture: CaptureTransport;
-  http(): ReturnType<typeof request>;
-  close(): Promise<void>;
-}
-
-/** loadConfig → openDatabase → buildContainer → createApp, as test-app.ts and main.ts do; the database must be migrated. */
-export async function openInstance(env: Env): Promise<Instance> {
-  const config = loadConfig(env, { generateDevSecrets: false });
-  const db = await openDatabase(config.database);
-  const capture = new CaptureTransport();
-  let container: Container;
-  try {
-    container = await buildContainer(config, createLogger('debug', [capture]), db);
-  } catch (err) {
-    await db.close();
-    throw err;
-  }
-  const app = createApp(container);
-  return {
-    config,
-    db,
-    container,
-    app,
-    capture,
-    http: () => request(app),
-    close: async () => {
-      await container.usage.stop();
-      await db.close();
-    },
-  };
 }
 
 export async function loginTo(http: () => ReturnType<typeof request>, username: string, password: string): Promise<{ Authorization: string }> {
@@ -101,7 +50,7 @@ export async function seedProviderKeys(
   owner: { ownerId: string; projectId: string; createdBy: string },
   batchSize = 500,
 ): Promise<SeededKey[]> {
-  const fingerprintKey = await ctx.container.keyring.systemKey(ctx.db, 'fingerprint');
+  const fingerprintKey = await ctx.container.keyring.systemKey('fingerprint');
   const placeholders = `(${KEY_COLUMNS.map(() => '?').join(', ')})`;
   const seeded: SeededKey[] = [];
   const now = Date.now();
@@ -111,7 +60,7 @@ export async function seedProviderKeys(
     for (let i = 0; i < n; i++) {
       const id = newId(now + start + i);
       const secret = `sk-${crypto.randomBytes(30).toString('base64url')}`;
-      const binding = { keyId: id, ownerId: owner.ownerId, projectId: owner.projectId };
+      const binding = { keyId: id, ownerId: owner.ownerId, projectId: owner.projectId, provider: 'openai', baseUrl: null };
       const s = ctx.container.envelope.seal(binding, Buffer.from(secret, 'utf8'));
       const fingerprint = crypto.createHmac('sha256', fingerprintKey).update(secret, 'utf8').digest('hex');
       params.push(
@@ -156,7 +105,7 @@ export async function keysThatDoNotOpen(container: Container, db: Database, keys
       const r = byId.get(k.id);
       try {
         if (!r) throw new Error('row missing');
-        const binding: SecretBinding = { keyId: k.id, ownerId: k.ownerId, projectId: k.projectId };
+        const binding: SecretBinding = { keyId: k.id, ownerId: k.ownerId, projectId: k.projectId, provider: String(r.provider), baseUrl: r.base_url == null ? null : String(r.base_url) };
         const plain = container.envelope.open(binding, sealedOf(r));
         if (plain.toString('utf8') !== k.secret) throw new Error('wrong plaintext');
       } catch {
@@ -174,139 +123,6 @@ export function sampleOf<T>(items: readonly T[], size: number): T[] {
   if (items.length > 0 && out[out.length - 1] !== items[items.length - 1]) out.push(items[items.length - 1]);
   return out;
 }
-
-export async function waitFor<T>(probe: () => Promise<T | undefined | false>, what: string, timeoutMs = 20_000, intervalMs = 50): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
-
-export interface PkvResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-export interface PkvProcess {
-  child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<PkvResult>;
-  /** SIGKILL (or the given signal) and wait for the exit; a no-op once it has exited. */
-  kill(signal?: NodeJS.Signals): Promise<PkvResult>;
-}
-
-const live = new Set<PkvProcess>();
-
-/** A clean environment: only what a process needs to run, plus the test's PKV_* variables (undefined ones dropped). */
-function processEnv(env: Env): NodeJS.ProcessEnv {
-  const out: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', LANG: 'C.UTF-8' };
-  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
-  return out;
-}
-
-/**
- * Starts `node dist/src/cli/pkv.js ARGS` in `cwd` (a temp dir, so no stray .env is read), SIGKILLed after `timeoutMs`
- * at the latest. Every spawned process is tracked so `killAllPkv()` can end stragglers in afterAll.
- */
-export function spawnPkv(args: string[], env: Env, opts: { cwd: string; timeoutMs?: number }): PkvProcess {
-  assertBuilt();
-  const child = spawn(process.execPath, [PKV_BIN, ...args], { cwd: opts.cwd, env: processEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
-  const exited = new Promise<PkvResult>((resolve) => {
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      live.delete(proc);
-      resolve({ code, signal, stdout: out, stderr: err });
-    });
-  });
-  const proc: PkvProcess = {
-    child,
-    stdout: () => out,
-    stderr: () => err,
-    exited,
-    kill: async (signal = 'SIGKILL') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
-    },
-  };
-  live.add(proc);
-  return proc;
-}
-
-/** Runs a pkv command to its end. With `killOnStdout`, a process that prints a match (say, it started listening) is killed at once. */
-export async function runPkv(args: string[], env: Env, opts: { cwd: string; timeoutMs?: number; killOnStdout?: RegExp }): Promise<PkvResult> {
-  const p = spawnPkv(args, env, opts);
-  if (opts.killOnStdout) {
-    const re = opts.killOnStdout;
-    p.child.stdout!.on('data', () => {
-      if (re.test(p.stdout())) p.child.kill('SIGKILL');
-    });
-  }
-  return p.exited;
-}
-
-export async function killAllPkv(): Promise<void> {
-  await Promise.all([...live].map((p) => p.kill('SIGKILL')));
-}
-
-export interface ServingPkv extends PkvProcess {
-  url: URL;
-  /** From the `TLS certificate SHA-256 fingerprint:` line, when serving with --tls-self-signed. */
-  fingerprint: string | undefined;
-  /** SIGTERM (graceful stop) and wait; SIGKILL if it takes longer than 15 s. */
-  stop(): Promise<PkvResult>;
-}
-
-/** `pkv serve ARGS`, resolved once it prints its URL; rejects with its output if it exits first. */
-export async function servePkv(args: string[], env: Env, opts: { cwd: string; timeoutMs?: number }): Promise<ServingPkv> {
-  const p = spawnPkv(['serve', ...args], env, { cwd: opts.cwd, timeoutMs: opts.timeoutMs ?? 120_000 });
-  const listening = /provider-key-vault listening on (https?:\/\/\S+)/;
-  const url = await new Promise<string>((resolve, reject) => {
-    const startup = setTimeout(() => reject(new Error(`pkv serve did not listen within 30 s\nstdout:\n${p.stdout()}\nstderr:\n${p.stderr()}`)), 30_000);
-    const onData = () => {
-      const m = listening.exec(p.stdout());
-      if (!m) return;
-      clearTimeout(startup);
-      p.child.stdout!.off('data', onData);
-      resolve(m[1]);
-    };
-    p.child.stdout!.on('data', onData);
-    void p.exited.then((r) => {
-      clearTimeout(startup);
-      reject(new Error(`pkv serve exited (${r.code ?? r.signal}) before listening\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`));
-    });
-  }).catch(async (err) => {
-    await p.kill('SIGKILL');
-    throw err;
-  });
-  const fp = /TLS certificate SHA-256 fingerprint: ([0-9A-F:]+)/.exec(p.stdout());
-  return {
-    ...p,
-    url: new URL(url),
-    fingerprint: fp?.[1],
-    stop: async () => {
-      if (p.child.exitCode !== null || p.child.signalCode !== null) return p.exited;
-      p.child.kill('SIGTERM');
-      const force = setTimeout(() => p.child.kill('SIGKILL'), 15_000);
-      const r = await p.exited;
-      clearTimeout(force);
-      return r;
-    },
-  };
-}
-
-/** The non-empty lines of a stream's text. */
-export const linesOf = (text: string): string[] => text.split(/\r?\n/).filter((l) => l.trim() !== '');
 
 export interface HttpAnswer {
   status: number;
@@ -331,7 +147,8 @@ export interface RequestOptions {
 }
 
 /** A plain fetch against a spawned server (http or https with a trusted CA), with a 10 s bound. */
-export async function fetchJson(url: URL, opts: RequestOptions & { ca?: string | Buffer; servername?: string }): Promise<HttpAnswer> {
+export async function fetchJson(to: string | URL, opts: RequestOptions & { ca?: string | Buffer; servername?: string }): Promise<HttpAnswer> {
+  const url = new URL(to);
   const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
   const mod = url.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
@@ -357,7 +174,8 @@ export async function fetchJson(url: URL, opts: RequestOptions & { ca?: string |
  * An https request that trusts exactly one certificate, by its SHA-256 fingerprint (certificate pinning): the TLS
  * handshake is finished and the peer's fingerprint compared before a single byte of the request is written.
  */
-export async function pinnedRequest(url: URL, fingerprint256: string, opts: RequestOptions): Promise<HttpAnswer & { peerFingerprint: string }> {
+export async function pinnedRequest(to: string | URL, fingerprint256: string, opts: RequestOptions): Promise<HttpAnswer & { peerFingerprint: string }> {
+  const url = new URL(to);
   const socket = tls.connect({ host: url.hostname, port: Number(url.port), servername: 'localhost', rejectUnauthorized: false });
   const peerFingerprint = await new Promise<string>((resolve, reject) => {
     const t = setTimeout(() => (socket.destroy(), reject(new Error('TLS handshake timed out'))), 10_000);

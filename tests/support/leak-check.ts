@@ -28,12 +28,14 @@ const MAX_RESPONSE = 1 << 20;
 /**
  * Every secret a test file's in-process app handled: passwords, session and API tokens, provider secrets (learned
  * from the traffic itself and, at the end, by opening every stored key), and every error body it sent. `check()`
- * searches the captured log lines, the error bodies and every audit row for them: the suite-wide guarantee that no
+ * searches the captured log lines, the error bodies and every audit, usage, health and webhook row for them: the suite-wide guarantee that no
  * stored secret or issued token ever lands there.
  */
 export class SuiteSecrets {
   private readonly needles = new Map<string, string>();
   private readonly errorBodies: string[] = [];
+  /** Every gateway answer as the client got it, headers and body (each up to MAX_RESPONSE). */
+  private readonly gatewayAnswers: string[] = [];
 
   add(kind: string, value: string | null | undefined): void {
     if (!value) return;
@@ -58,7 +60,9 @@ export class SuiteSecrets {
       res.write = ((chunk: unknown, ...rest: unknown[]) => (keep(chunk, rest[0]), write(chunk, ...rest))) as typeof res.write;
       res.end = ((chunk?: unknown, ...rest: unknown[]) => {
         keep(chunk, rest[0]);
-        this.learn(res.statusCode, String(res.getHeader('content-type') ?? ''), Buffer.concat(chunks).toString('utf8'));
+        const text = Buffer.concat(chunks).toString('utf8');
+        if (req.url?.startsWith('/gateway')) this.gatewayAnswers.push(`${JSON.stringify(res.getHeaders())}\n${text}`);
+        this.learn(res.statusCode, String(res.getHeader('content-type') ?? ''), text);
         return end(chunk, ...rest);
       }) as typeof res.end;
       app(req, res);
@@ -77,10 +81,16 @@ export class SuiteSecrets {
     } catch {
       return;
     }
-    const b = body as { accessToken?: unknown; token?: unknown; secret?: unknown };
+    const b = body as { accessToken?: unknown; token?: unknown; secret?: unknown; virtualKey?: unknown };
     if (typeof b?.accessToken === 'string') this.add('session token', b.accessToken);
     if (typeof b?.token === 'string' && b.token.startsWith('pkv_')) this.add('api token', b.token);
     if (typeof b?.secret === 'string') this.add('provider secret', b.secret);
+    if (typeof b?.virtualKey === 'string') this.add('virtual key', b.virtualKey);
+  }
+
+  /** Every gateway answer so far as its client got it (headers, then body, each up to 1 MiB), for searches of its own. */
+  gatewayAnswerText(): string {
+    return this.gatewayAnswers.join('\n');
   }
 
   /** Opens every stored (not deleted) provider key and books its secret. */
@@ -91,7 +101,7 @@ export class SuiteSecrets {
       );
       for (const r of rows) {
         try {
-          this.add('provider secret', container.envelope.open({ keyId: String(r.id), ownerId: String(r.owner_id), projectId: String(r.project_id) }, sealedOf(r)).toString('utf8'));
+          this.add('provider secret', container.envelope.open({ keyId: String(r.id), ownerId: String(r.owner_id), projectId: String(r.project_id), provider: String(r.provider), baseUrl: r.base_url == null ? null : String(r.base_url) }, sealedOf(r), { legacy: true }).toString('utf8'));
         } catch {
           /* a row a test damaged on purpose */
         }
@@ -109,11 +119,18 @@ export class SuiteSecrets {
     };
     search('log lines', logLines.join('\n'));
     search('error bodies', this.errorBodies.join('\n'));
-    for (let after = ''; ; ) {
-      const rows: Array<Record<string, unknown>> = await db.read((m) => m.query('SELECT * FROM audit_events WHERE id > ? ORDER BY id LIMIT 5000', [after]));
-      search('audit rows', JSON.stringify(rows));
-      if (rows.length < 5000) break;
-      after = String(rows[rows.length - 1].id);
+    search('gateway answers', this.gatewayAnswers.join('\n'));
+    const tables = [
+      ['audit rows', 'audit_events'], ['virtual key rows', 'virtual_keys'], ['gateway usage rows', 'gateway_usage'], ['provider key rows', 'provider_keys'],
+      ['health history rows', 'key_health_events'], ['webhook rows', 'webhooks'], ['webhook delivery rows', 'webhook_deliveries'], ['webhook attempt rows', 'webhook_attempts'],
+    ];
+    for (const [place, table] of tables) {
+      for (let after = ''; ; ) {
+        const rows: Array<Record<string, unknown>> = await db.read((m) => m.query(`SELECT * FROM ${table} WHERE id > ? ORDER BY id LIMIT 5000`, [after]));
+        search(place, JSON.stringify(rows));
+        if (rows.length < 5000) break;
+        after = String(rows[rows.length - 1].id);
+      }
     }
     return found;
   }

@@ -1,135 +1,12 @@
 import 'reflect-metadata';
-import { ChildProcess, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import path from 'node:path';
 import type { TestContext } from './test-app';
+import { allServerOutput, sleep } from './processes';
 import { ProviderKeysRepository } from '../../src/modules/provider-keys/provider-keys.repository';
+import { bindingOf } from '../../src/modules/provider-keys/provider-key.entity';
 import { hintFor, Provider } from '../../src/modules/provider-keys/providers';
-
-/** The built CLI: run `npm run build` before these files (`npm test` builds first). */
-export const PKV_BIN = path.resolve(__dirname, '..', '..', 'dist', 'src', 'cli', 'pkv.js');
-
-export type Env = Record<string, string | undefined>;
-
-// ---------------------------------------------------------------------------------------------------------------
-// Spawned `pkv serve` processes
-// ---------------------------------------------------------------------------------------------------------------
-
-export interface Served {
-  url: string;
-  pid: number;
-  child: ChildProcess;
-  /** Everything the process wrote to stdout and stderr so far. */
-  output(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** SIGKILL, then waits for the exit. */
-  kill(): Promise<void>;
-  /** SIGTERM (graceful), SIGKILL after graceMs. */
-  stop(graceMs?: number): Promise<void>;
-}
-
-const live = new Set<ChildProcess>();
-/** Output of every process this file spawned, kept after they exit: the leak check searches it. */
-const outputs: Array<() => string> = [];
-
-process.once('exit', () => {
-  for (const child of live) child.kill('SIGKILL');
-});
-
-function alive(child: ChildProcess): boolean {
-  return child.exitCode === null && child.signalCode === null;
-}
-
-/** Only PATH plus the environment given: the child never sees jest's or the developer's variables. */
-function childEnv(env: Env): NodeJS.ProcessEnv {
-  const out: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8' };
-  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
-  return out;
-}
-
-/** Spawns `node dist/src/cli/pkv.js serve` on 127.0.0.1 and an ephemeral port; resolves once it listens. */
-export async function serve(env: Env, opts: { timeoutMs?: number; nodeArgs?: string[] } = {}): Promise<Served> {
-  if (!fs.existsSync(PKV_BIN)) throw new Error(`${PKV_BIN} is missing: run \`npm run build\` first`);
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), PKV_BIN, 'serve'], {
-    cwd: env.PKV_DATA_DIR,
-    env: childEnv({ ...env, PKV_HOST: '127.0.0.1', PKV_PORT: '0' }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  live.add(child);
-  const chunks: string[] = [];
-  const output = () => chunks.join('');
-  outputs.push(output);
-  // Both pipes are always drained: a full pipe would stall the server's logger.
-  child.stdout!.setEncoding('utf8').on('data', (c: string) => chunks.push(c));
-  child.stderr!.setEncoding('utf8').on('data', (c: string) => chunks.push(c));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('close', (code, signal) => {
-      live.delete(child);
-      resolve({ code, signal });
-    }),
-  );
-  const kill = async () => {
-    if (alive(child)) child.kill('SIGKILL');
-    await exited;
-  };
-  const stop = async (graceMs = 15_000) => {
-    if (alive(child)) child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    await exited;
-    clearTimeout(timer);
-  };
-  const timeoutMs = opts.timeoutMs ?? 30_000;
-  try {
-    const url = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`pkv serve did not listen within ${timeoutMs} ms`)), timeoutMs);
-      const onData = () => {
-        const m = /provider-key-vault listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(output());
-        if (m) {
-          clearTimeout(timer);
-          child.stdout!.off('data', onData);
-          resolve(m[1]);
-        }
-      };
-      child.stdout!.on('data', onData);
-      void exited.then(({ code, signal }) => {
-        clearTimeout(timer);
-        reject(new Error(`pkv serve exited before listening (${code ?? signal})`));
-      });
-    });
-    return { url, pid: child.pid!, child, output, exited, kill, stop };
-  } catch (err) {
-    await kill();
-    throw new Error(`${(err as Error).message}\n${output().slice(-3000)}`);
-  }
-}
-
-/** SIGKILLs every server this file spawned that still runs (afterAll). */
-export async function killServers(): Promise<void> {
-  await Promise.all(
-    [...live].map(
-      (child) =>
-        new Promise<void>((resolve) => {
-          if (!alive(child)) return resolve();
-          child.once('close', () => resolve());
-          child.kill('SIGKILL');
-        }),
-    ),
-  );
-}
-
-export function serverOutputs(): string {
-  return outputs.map((o) => o()).join('\n');
-}
-
-/** Resident set size of a live process in bytes, from /proc/<pid>/status. */
-export function rssOf(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]) * 1024;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // HTTP to spawned servers
@@ -373,24 +250,6 @@ export class Traffic {
   }
 }
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Polls until check() returns something other than undefined; throws after timeoutMs naming what was awaited. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs: number, intervalMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-    await sleep(intervalMs);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // What the database holds after a fault
 // ---------------------------------------------------------------------------------------------------------------
@@ -410,7 +269,7 @@ export interface KeyReport {
  */
 export async function openEveryKey(ctx: TestContext): Promise<KeyReport> {
   const repo = new ProviderKeysRepository();
-  const fingerprintKey = await ctx.container.keyring.systemKey(ctx.db, 'fingerprint');
+  const fingerprintKey = await ctx.container.keyring.systemKey('fingerprint');
   const ids: Array<{ id: string }> = await ctx.db.read((m) => m.query('SELECT id FROM provider_keys ORDER BY id'));
   const report: KeyReport = { total: ids.length, live: 0, deleted: 0, plaintexts: new Map(), problems: [] };
   for (const { id } of ids) {
@@ -422,7 +281,7 @@ export async function openEveryKey(ctx: TestContext): Promise<KeyReport> {
     }
     report.live++;
     try {
-      const plain = ctx.container.envelope.open({ keyId: key.id, ownerId: key.ownerId, projectId: key.projectId }, key).toString('utf8');
+      const plain = ctx.container.envelope.open(bindingOf(key), key).toString('utf8');
       report.plaintexts.set(id, plain);
       if (key.hint !== hintFor(key.provider as Provider, plain)) report.problems.push(`${id}: hint does not match the stored secret`);
       const fp = crypto.createHmac('sha256', fingerprintKey).update(plain, 'utf8').digest('hex');
@@ -486,7 +345,7 @@ export class LeakBook {
     const audit: Array<Record<string, unknown>> = await ctx.db.read((m) => m.query('SELECT * FROM audit_events'));
     const places: Record<string, string> = {
       'the in-process log': ctx.logText(),
-      'spawned servers’ stdout/stderr': serverOutputs(),
+      'spawned servers’ stdout/stderr': allServerOutput(),
       'error bodies': this.errorBodies.join('\n'),
       'audit rows': JSON.stringify(audit),
       other: extraText,

@@ -8,13 +8,16 @@ import mysql from 'mysql2/promise';
 import request from 'supertest';
 import type { Express } from 'express';
 import { loadConfig, Config } from '../../src/config';
-import { openDatabase, Database } from '../../src/db/database';
+import { openDatabase } from '../../src/db/data-source';
+import { Database } from '../../src/db/database';
 import { buildContainer, Container } from '../../src/container';
 import { createApp, createHandler } from '../../src/app';
 import { CaptureTransport, createLogger } from '../../src/logger';
 import { cliActor } from '../../src/modules/auth/actor';
 import type { Role } from '../../src/modules/users/user.entity';
 import { SuiteSecrets } from './leak-check';
+import type { Clock } from '../../src/clock';
+import { checkedAgent } from './openapi-check';
 
 export type DbKind = 'sqlite' | 'mysql';
 export const dbKind = (): DbKind => (process.env.PKV_TEST_DB === 'mysql' ? 'mysql' : 'sqlite');
@@ -87,9 +90,10 @@ export interface TestContext {
   db: Database;
   container: Container;
   app: Express;
-  /** What the server listens with (express behind the reveal's fast lane), tapped for the leak check. */
+  /** What the server listens with (createHandler: the gateway and the express app), tapped for the leak check. */
   handler: (req: IncomingMessage, res: ServerResponse) => void;
   capture: CaptureTransport;
+  /** supertest on the handler; every answer is checked against the OpenAPI document (a status or body it does not describe fails). */
   http(): ReturnType<typeof request>;
   /** Creates a user through the service (as the CLI would) and signs in through the API. */
   user(role: Role, name?: string): Promise<TestUser>;
@@ -104,7 +108,7 @@ export interface TestContext {
 let seq = 0;
 
 /** The real app on a real, freshly migrated database, with a capture transport on the logger. */
-export async function createTestContext(overrides: Record<string, string | undefined> = {}): Promise<TestContext> {
+export async function createTestContext(overrides: Record<string, string | undefined> = {}, opts: { clock?: Clock } = {}): Promise<TestContext> {
   const kind = dbKind();
   const tdb = await createTestDatabase(kind);
   const env = testEnv(tdb, overrides);
@@ -113,12 +117,12 @@ export async function createTestContext(overrides: Record<string, string | undef
   await db.migrate();
   const capture = new CaptureTransport();
   const logger = createLogger('debug', [capture]);
-  const container = await buildContainer(config, logger, db);
+  const container = await buildContainer(config, logger, db, opts);
   const app = createApp(container);
   const secrets = new SuiteSecrets();
-  // What the server listens with: express behind the reveal's fast lane.
-  const handler = secrets.tap(createHandler(container));
-  const http = () => request(handler);
+  const handler = secrets.tap(createHandler(container, { ready: true }, app));
+  // Every answer is checked against the OpenAPI document (tests/support/openapi-check.ts).
+  const http = () => checkedAgent(request(handler));
 
   const login = async (username: string, password: string) => {
     const res = await http().post('/api/v1/auth/login').send({ username, password });
@@ -154,6 +158,10 @@ export async function createTestContext(overrides: Record<string, string | undef
       let leaks: Record<string, string[]> = {};
       try {
         await container.usage.stop();
+        await container.gateway.usage.stop();
+        await stopBackground(container);
+        await container.gateway.close();
+        await container.audit.chain.stop();
         await secrets.addStoredSecrets(container, db);
         leaks = await secrets.check(capture.lines, db);
       } finally {
@@ -163,4 +171,57 @@ export async function createTestContext(overrides: Record<string, string | undef
       if (Object.keys(leaks).length > 0) throw new Error(`secrets leaked in this test file: ${JSON.stringify(leaks)}`);
     },
   };
+}
+
+/** The health scheduler, gateway health signals and the webhook dispatcher, as main.ts stops them. */
+export async function stopBackground(c: Container): Promise<void> {
+  await c.scheduler.stop();
+  await c.passiveHealth.stop();
+  await c.health.close();
+  await c.dispatcher.stop();
+}
+
+/** Another vault over an existing database, as a second process would open it (its own config, connection and services). */
+export interface Instance {
+  config: Config;
+  db: Database;
+  container: Container;
+  app: Express;
+  capture: CaptureTransport;
+  http(): ReturnType<typeof request>;
+  /** POST /auth/login; returns the response so a test can assert a refusal too. */
+  login(username: string, password: string): Promise<request.Response>;
+  close(): Promise<void>;
+}
+
+/** loadConfig → openDatabase → (migrate) → buildContainer → createApp, as createTestContext and main.ts do; no leak check of its own. */
+export async function openInstance(env: Record<string, string | undefined>, opts: { migrate?: boolean; clock?: Clock } = {}): Promise<Instance> {
+  const config = loadConfig(env, { generateDevSecrets: false });
+  const db = await openDatabase(config.database);
+  try {
+    if (opts.migrate) await db.migrate();
+    const capture = new CaptureTransport();
+    const container = await buildContainer(config, createLogger('debug', [capture]), db, { clock: opts.clock });
+    const app = createApp(container);
+    const http = () => checkedAgent(request(app));
+    return {
+      config,
+      db,
+      container,
+      app,
+      capture,
+      http,
+      login: (username, password) => http().post('/api/v1/auth/login').send({ username, password }),
+      close: async () => {
+        await container.usage.stop();
+        await container.gateway.usage.stop();
+        await stopBackground(container);
+        await container.gateway.close();
+        await db.close();
+      },
+    };
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
 }

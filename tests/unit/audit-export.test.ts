@@ -1,8 +1,8 @@
 import { parse } from 'csv-parse/sync';
 import { csvHeader, csvRows, EXPORT_COLUMNS, ndjsonRows, neutraliseFormula } from '../../src/modules/audit/audit-export';
-import type { AuditEvent } from '../../src/modules/audit/audit.service';
+import type { ExportedEvent } from '../../src/modules/audit/audit.service';
 
-function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
+function event(overrides: Partial<ExportedEvent> = {}): ExportedEvent {
   return {
     id: '01936f3e-8b7a-7c00-8000-000000000001',
     seq: 42,
@@ -15,8 +15,11 @@ function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
     via: 'session',
     apiTokenId: null,
     keyId: '01936f3e-8b7a-7c00-8000-0000000000bb',
+    keyName: 'ark-chat-prod',
     projectId: '01936f3e-8b7a-7c00-8000-0000000000cc',
+    projectName: '对话机器人',
     ownerId: '01936f3e-8b7a-7c00-8000-0000000000aa',
+    ownerUsername: 'alice',
     ip: '127.0.0.1',
     userAgent: 'Mozilla/5.0',
     requestId: 'req-12345678',
@@ -28,26 +31,88 @@ function event(overrides: Partial<AuditEvent> = {}): AuditEvent {
 
 const parseCsv = (text: string): string[][] => parse(text, { relax_column_count: false });
 
+/** Formula triggers of spreadsheets (Excel, LibreOffice, Google Sheets), ASCII and full-width. */
+const TRIGGER = /^[=+\-@\uff1d\uff0b\uff0d\uff20]/;
+
+/**
+ * Hostile cells: triggers at the start, after a leading space, and after every separator a spreadsheet may be told to
+ * split on (comma, semicolon, tab, pipe, space) or a quote that would open a field there.
+ */
+const HOSTILE_CELLS = [
+  '=cmd|\' /C calc\'!A0', '=HYPERLINK("http://evil.example","click")', '+1', '-1', '@SUM(A1:A9)', '\tindented', '\rreturn', '=', '-',
+  ' =1', '  +SUM(1,2)', 'ok;=cmd|\' /C calc\'!A0', 'ok;+1', 'ok\t=1+1', 'a\t-2', 'ok|@SUM(1)', 'ok,=1', 'ok, =1', 'two words =2+2',
+  'line\n=1', 'line\r\n-1', 'quoted "=1"', 'x;"=1"', '\t=x', ';=1', '|=1', '\uff1d1+1', 'ok;\uff0b1', 'ok \uff20SUM(1)', 'ok;\uff0d1',
+  '{"name":"=x"}', '==1', ';;=1', 'a;b;=c;d',
+];
+
+/** Every field a reader gets when it splits a line on `sep`, taking a field's opening quote off as spreadsheets do. */
+function fieldsUnder(line: string, sep: string): string[] {
+  return line.split(sep).map((f) => f.replace(/^[\s"]+/, ''));
+}
+
 describe('neutraliseFormula', () => {
-  it.each(['=cmd|\' /C calc\'!A0', '=HYPERLINK("http://evil.example","click")', '+1', '-1', '@SUM(A1:A9)', '\tindented', '\rreturn', '=', '-'])(
+  it.each(['=cmd|\' /C calc\'!A0', '=HYPERLINK("http://evil.example","click")', '+1', '-1', '@SUM(A1:A9)', '=', '-', '\uff1d1'])(
     'prefixes %j with an apostrophe so a spreadsheet shows it as text',
     (value) => {
       expect(neutraliseFormula(value)).toBe(`'${value}`);
     },
   );
 
-  it.each(['cmd=1', ' =1', 'alice@example.com', '1-2', '', "'quoted", 'ünïcødé =x', '{"name":"=x"}', '2026-01-02T03:04:05.678Z'])('leaves %j as it is', (value) => {
+  it.each([
+    [' =1', " '=1"],
+    ['ok;=cmd', "ok;'=cmd"],
+    ['ok\t=1+1', "ok\t'=1+1"],
+    ['\t=x', "'\t'=x"],
+    ['\tindented', "'\tindented"],
+    ['two words =2+2', "two words '=2+2"],
+    ['x;"=1"', 'x;"\'=1"'],
+    ['{"name":"=x"}', '{"name":"\'=x"}'],
+  ])('puts an apostrophe before a trigger where another separator would start a field: %j → %j', (value, guarded) => {
+    expect(neutraliseFormula(value)).toBe(guarded);
+  });
+
+  it.each(['cmd=1', 'alice@example.com', '1-2', '', "'quoted", 'ünïcødé', '{"n":-1}', '2026-01-02T03:04:05.678Z', 'Mozilla/5.0 (X11; Linux x86_64)'])('leaves %j as it is', (value) => {
     expect(neutraliseFormula(value)).toBe(value);
+  });
+
+  it.each(HOSTILE_CELLS.map((c) => [c]))('leaves no field starting with a formula in %j, whatever separator a spreadsheet splits it on', (value) => {
+    const line = neutraliseFormula(value);
+    for (const sep of [',', ';', '\t', '|', ' ', '\n', '\r']) {
+      for (const field of fieldsUnder(line, sep)) expect({ sep, field, starts: TRIGGER.test(field) }).toEqual({ sep, field, starts: false });
+    }
+  });
+});
+
+describe('CSV rows of hostile cells', () => {
+  it.each(HOSTILE_CELLS.map((c) => [c]))('keep %j one quoted cell when it holds a separator, and no field of the line under any separator starts a formula', (value) => {
+    const line = csvRows([event({ reason: value, userAgent: value, detail: { note: value } })]);
+    const [row] = parseCsv(line);
+    expect(row).toHaveLength(EXPORT_COLUMNS.length);
+    expect(row[EXPORT_COLUMNS.indexOf('reason')]).toBe(neutraliseFormula(value));
+    for (const sep of [',', ';', '\t', '|', ' ']) {
+      for (const field of fieldsUnder(line, sep)) expect({ sep, field, starts: TRIGGER.test(field) }).toEqual({ sep, field, starts: false });
+    }
   });
 });
 
 describe('CSV rows', () => {
   it('start with a header naming every exported column, CRLF-terminated', () => {
     expect(csvHeader()).toBe(`${EXPORT_COLUMNS.join(',')}\r\n`);
-    expect(EXPORT_COLUMNS).toEqual(['id', 'seq', 'at', 'action', 'outcome', 'actorId', 'actorUsername', 'actorRole', 'via', 'apiTokenId', 'keyId', 'projectId', 'ownerId', 'ip', 'userAgent', 'requestId', 'reason', 'detail']);
+    expect(EXPORT_COLUMNS).toEqual(['id', 'seq', 'at', 'action', 'outcome', 'actorId', 'actorUsername', 'actorRole', 'via', 'apiTokenId', 'keyId', 'keyName', 'projectId', 'projectName', 'ownerId', 'ownerUsername', 'ip', 'userAgent', 'requestId', 'reason', 'detail']);
   });
 
-  it('neutralise a formula in any text column with a leading apostrophe, and leave numbers, empties and JSON alone', () => {
+  it('name the key, project and owner beside their ids, formula-guarded like every text cell', () => {
+    const [row] = parseCsv(csvRows([event({ keyName: '+SUM(1,2)', ownerUsername: '@cmd' })]));
+    const cell = (c: (typeof EXPORT_COLUMNS)[number]) => row[EXPORT_COLUMNS.indexOf(c)];
+    expect(EXPORT_COLUMNS.indexOf('keyName')).toBe(EXPORT_COLUMNS.indexOf('keyId') + 1);
+    expect(EXPORT_COLUMNS.indexOf('projectName')).toBe(EXPORT_COLUMNS.indexOf('projectId') + 1);
+    expect(EXPORT_COLUMNS.indexOf('ownerUsername')).toBe(EXPORT_COLUMNS.indexOf('ownerId') + 1);
+    expect(cell('keyName')).toBe("'+SUM(1,2)");
+    expect(cell('projectName')).toBe('对话机器人');
+    expect(cell('ownerUsername')).toBe("'@cmd");
+  });
+
+  it('neutralise a formula in any text column with a leading apostrophe (inside JSON too), and leave numbers and empties alone', () => {
     const e = event({ actorUsername: '@admin', userAgent: '=cmd|\' /C calc\'!A0', requestId: '-2+3-abcdefgh', reason: '+1', ip: '\t10.0.0.1', detail: { name: '=HYPERLINK("http://evil.example","x")' } });
     const [row] = parseCsv(csvRows([e]));
     const cell = (c: (typeof EXPORT_COLUMNS)[number]) => row[EXPORT_COLUMNS.indexOf(c)];
@@ -57,7 +122,7 @@ describe('CSV rows', () => {
     expect(cell('requestId')).toBe("'-2+3-abcdefgh");
     expect(cell('reason')).toBe("'+1");
     expect(cell('ip')).toBe("'\t10.0.0.1");
-    expect(cell('detail')).toBe('{"name":"=HYPERLINK(\\"http://evil.example\\",\\"x\\")"}');
+    expect(cell('detail')).toBe('{"name":"\'=HYPERLINK(\\"http://evil.example\\",\\"x\\")"}');
     expect(cell('seq')).toBe('42');
     expect(cell('apiTokenId')).toBe('');
     for (const value of row) expect(value).not.toMatch(/^[=+\-@\t\r]/);

@@ -52,7 +52,8 @@ describe('loadConfig', () => {
     expect(config.jwtTtlSeconds).toBe(3600);
     expect(config.scryptCost).toBe(14);
     expect(config.masterKeys).toEqual([{ version: 1, key: Buffer.from(env.PKV_MASTER_KEY!, 'base64') }]);
-    expect(config.database).toEqual({ kind: 'sqlite', path: path.join(tmp, 'vault.db') });
+    expect(config.database).toEqual({ kind: 'sqlite', path: path.join(tmp, 'vault.db'), timeoutMs: 5000 });
+    expect(config).toMatchObject({ auditCheckpointIntervalSeconds: 10, auditJobsPerUser: 2, auditJobsTotal: 8 });
     expect(Object.isFrozen(config)).toBe(true);
   });
 
@@ -89,12 +90,33 @@ describe('loadConfig', () => {
       ['PKV_HOST that is neither an address nor a host name', { PKV_HOST: 'local host' }, /^PKV_HOST: .*IP address or a host name/],
       ['PKV_HOST with a URL in it', { PKV_HOST: 'http://0.0.0.0' }, /^PKV_HOST: /],
       ['PKV_DATA_DIR that is a file', { PKV_DATA_DIR: __filename }, /^PKV_DATA_DIR: exists but is not a directory/],
+      ['PKV_AUDIT_CHECKPOINT_INTERVAL of zero', { PKV_AUDIT_CHECKPOINT_INTERVAL: '0' }, /^PKV_AUDIT_CHECKPOINT_INTERVAL: /],
+      ['PKV_AUDIT_CONCURRENCY_PER_USER that is not a number', { PKV_AUDIT_CONCURRENCY_PER_USER: 'two' }, /^PKV_AUDIT_CONCURRENCY_PER_USER: /],
+      ['PKV_AUDIT_CONCURRENCY of zero', { PKV_AUDIT_CONCURRENCY: '0' }, /^PKV_AUDIT_CONCURRENCY: /],
+      ['PKV_DB_WAIT_TIMEOUT above ten minutes', { PKV_DB_WAIT_TIMEOUT: '601' }, /^PKV_DB_WAIT_TIMEOUT: /],
+      ['PKV_HEALTH_SCHEDULER that is neither on nor off', { PKV_HEALTH_SCHEDULER: 'yes' }, /^PKV_HEALTH_SCHEDULER: must be on or off$/],
+      ['PKV_HEALTH_CHECK_INTERVAL under a minute', { PKV_HEALTH_CHECK_INTERVAL: '30s' }, /^PKV_HEALTH_CHECK_INTERVAL: must be a duration from 60s to 168h, like 6h$/],
+      ['PKV_HEALTH_CHECK_CONCURRENCY of zero', { PKV_HEALTH_CHECK_CONCURRENCY: '0' }, /^PKV_HEALTH_CHECK_CONCURRENCY: /],
+      ['PKV_HEALTH_CHECK_TIMEOUT that is not a duration', { PKV_HEALTH_CHECK_TIMEOUT: 'soon' }, /^PKV_HEALTH_CHECK_TIMEOUT: /],
+      ['PKV_WEBHOOK_DISPATCHER that is neither on nor off', { PKV_WEBHOOK_DISPATCHER: '1' }, /^PKV_WEBHOOK_DISPATCHER: must be on or off$/],
+      ['PKV_WEBHOOK_RETRY_FOR above a week', { PKV_WEBHOOK_RETRY_FOR: '200h' }, /^PKV_WEBHOOK_RETRY_FOR: /],
+      ['PKV_METRICS_PORT that is not a number', { PKV_METRICS_PORT: 'metrics' }, /^PKV_METRICS_PORT: must be a whole number from 0 to 65535$/],
+      ['PKV_METRICS_PORT above 65535', { PKV_METRICS_PORT: '70000' }, /^PKV_METRICS_PORT: must be a whole number from 0 to 65535$/],
+      ['PKV_METRICS_PORT equal to PKV_PORT', { PKV_PORT: '8080', PKV_METRICS_PORT: '8080' }, /^PKV_METRICS_PORT: 8080 is PKV_PORT too/],
+      ['PKV_METRICS_HOST that is neither an address nor a host name', { PKV_METRICS_HOST: '0.0.0.0:9464', PKV_METRICS_PORT: '9464' }, /^PKV_METRICS_HOST: .*IP address or a host name/],
+      ['PKV_METRICS_HOST without PKV_METRICS_PORT', { PKV_METRICS_HOST: '10.0.0.5' }, /^PKV_METRICS_HOST: set PKV_METRICS_PORT too/],
     ];
     it.each(cases)('%s', (_story, overrides, line) => {
       const problems = problemsOf(valid(overrides));
       expect(problems).toHaveLength(1);
       expect(problems[0]).toMatch(line);
     });
+  });
+
+  it('has no metrics listener unless PKV_METRICS_PORT is set, and binds it to 127.0.0.1 unless told otherwise', () => {
+    expect(loadConfig(valid(), { generateDevSecrets: false }).metrics).toBeUndefined();
+    expect(loadConfig(valid({ PKV_METRICS_PORT: '9464' }), { generateDevSecrets: false }).metrics).toEqual({ host: '127.0.0.1', port: 9464 });
+    expect(loadConfig(valid({ PKV_METRICS_HOST: '10.0.0.5', PKV_METRICS_PORT: '9464' }), { generateDevSecrets: false }).metrics).toEqual({ host: '10.0.0.5', port: 9464 });
   });
 
   it.each([
@@ -105,6 +127,18 @@ describe('loadConfig', () => {
     [' loopback ,10.0.0.0/8, 2001:db8::/32 ', 'loopback, 10.0.0.0/8, 2001:db8::/32'],
   ])('takes PKV_TRUST_PROXY=%j as express would', (value, expected) => {
     expect(loadConfig(valid({ PKV_TRUST_PROXY: value }), { generateDevSecrets: false }).trustProxy).toEqual(expected);
+  });
+
+  it('runs the health scheduler and the webhook dispatcher by default, but not under NODE_ENV=test unless asked', () => {
+    const dev = loadConfig(valid({ NODE_ENV: 'development' }), { generateDevSecrets: false });
+    expect(dev.health).toEqual({ scheduler: true, intervalMs: 6 * 3_600_000, concurrency: 4, timeoutMs: 10_000 });
+    expect(dev.webhooks).toEqual({ dispatcher: true, timeoutMs: 10_000, retryBaseMs: 30_000, retryForMs: 24 * 3_600_000 });
+    const test = loadConfig(valid(), { generateDevSecrets: false });
+    expect([test.health.scheduler, test.webhooks.dispatcher]).toEqual([false, false]);
+    const asked = loadConfig(valid({ PKV_HEALTH_SCHEDULER: 'on', PKV_WEBHOOK_DISPATCHER: 'on', PKV_HEALTH_CHECK_INTERVAL: '90m', PKV_WEBHOOK_RETRY_FOR: '2h' }), { generateDevSecrets: false });
+    expect([asked.health.scheduler, asked.webhooks.dispatcher, asked.health.intervalMs, asked.webhooks.retryForMs]).toEqual([true, true, 90 * 60_000, 2 * 3_600_000]);
+    const off = loadConfig(valid({ NODE_ENV: 'development', PKV_HEALTH_SCHEDULER: 'off', PKV_WEBHOOK_DISPATCHER: 'off' }), { generateDevSecrets: false });
+    expect([off.health.scheduler, off.webhooks.dispatcher]).toEqual([false, false]);
   });
 
   it('names the version of a keyring entry whose key is not 32 bytes', () => {
@@ -171,7 +205,7 @@ describe('loadConfig', () => {
       expect(config.masterKeys).toEqual([{ version: 1, key: k1 }]);
       expect(config.jwtSecret.toString('utf8')).toBe(secret);
       expect(config.bootstrapAdminPassword).toBe('correct horse battery');
-      expect(config.database).toEqual({ kind: 'sqlite', path: dbPath });
+      expect(config.database).toEqual({ kind: 'sqlite', path: dbPath, timeoutMs: 5000 });
     });
 
     it('read PKV_MASTER_KEY from a file', () => {
@@ -257,7 +291,7 @@ describe('loadConfig', () => {
 
     it('accepts a SQLite database outside the temporary directories', () => {
       const config = loadConfig(production(path.join(tmp, 'prod-sqlite-ok'), { PKV_DATABASE_URL: 'sqlite:/var/lib/pkv/vault.db' }), { generateDevSecrets: false });
-      expect(config.database).toEqual({ kind: 'sqlite', path: '/var/lib/pkv/vault.db' });
+      expect(config.database).toEqual({ kind: 'sqlite', path: '/var/lib/pkv/vault.db', timeoutMs: 5000 });
     });
   });
 

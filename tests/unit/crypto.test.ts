@@ -3,7 +3,7 @@ import { aad, open, seal } from '../../src/crypto/aead';
 import { Envelope, FORMAT_VERSION, secretAad } from '../../src/crypto/envelope';
 import { Keyring } from '../../src/crypto/keyring';
 import { IntegrityError } from '../../src/errors';
-import { dekAadOf, flipBit, forgeGcmOpen, forgeGcmSeal, nodeGcmOpen, secretAadOf } from '../support/crypto-helpers';
+import { dekAadOf, flipBit, forgeGcmOpen, forgeGcmSeal, legacySecretAadOf, nodeGcmOpen, secretAadOf } from '../support/crypto-helpers';
 
 const hex = (s: string) => Buffer.from(s, 'hex');
 
@@ -103,7 +103,9 @@ describe('aead (AES-256-GCM through node:crypto)', () => {
   it('builds AAD as the label and fields joined by NUL, in UTF-8', () => {
     expect(aad('pkv/v1/dek', 'k-1', 3).equals(Buffer.from('pkv/v1/dek\u0000k-1\u00003', 'utf8'))).toBe(true);
     expect(aad('pkv/v1/dek', 'k', 1).equals(dekAadOf('k', 1))).toBe(true);
-    expect(secretAad({ keyId: 'k', ownerId: 'o', projectId: 'p' }).equals(secretAadOf('k', 'o', 'p'))).toBe(true);
+    const b = { keyId: 'k', ownerId: 'o', projectId: 'p', provider: 'openai', baseUrl: 'https://api.example.com/v1' };
+    expect(secretAad(b).equals(secretAadOf(b))).toBe(true);
+    expect(secretAad({ ...b, baseUrl: null }).equals(Buffer.from('pkv/v2/secret\u0000k\u0000o\u0000p\u0000openai\u0000', 'utf8'))).toBe(true);
     // Field boundaries are unambiguous: moving characters between fields changes the AAD.
     expect(aad('l', 'ab', 'c').equals(aad('l', 'a', 'bc'))).toBe(false);
   });
@@ -113,7 +115,7 @@ describe('Envelope (data key per secret, wrapped under the keyring)', () => {
   const masterKey = crypto.randomBytes(32);
   const keyring = new Keyring([{ version: 1, key: masterKey }]);
   const envelope = new Envelope(keyring);
-  const binding = { keyId: crypto.randomUUID(), ownerId: crypto.randomUUID(), projectId: crypto.randomUUID() };
+  const binding = { keyId: crypto.randomUUID(), ownerId: crypto.randomUUID(), projectId: crypto.randomUUID(), provider: 'openai', baseUrl: null as string | null };
   const secret = Buffer.from('sk-proj-abcdefghijklmnopqrstuvwxyz0123456789', 'utf8');
 
   it('seals a secret that opens again under the same binding', () => {
@@ -143,7 +145,7 @@ describe('Envelope (data key per secret, wrapped under the keyring)', () => {
     const sealed = envelope.seal(binding, secret);
     const dek = forgeGcmOpen(masterKey, sealed.dekIv!, sealed.wrappedDek!, sealed.dekTag!, dekAadOf(binding.keyId, 1));
     expect(dek).not.toBeNull();
-    const plain = forgeGcmOpen(dek!, sealed.secretIv!, sealed.secretCiphertext!, sealed.secretTag!, secretAadOf(binding.keyId, binding.ownerId, binding.projectId));
+    const plain = forgeGcmOpen(dek!, sealed.secretIv!, sealed.secretCiphertext!, sealed.secretTag!, secretAadOf(binding));
     expect(plain?.toString('utf8')).toBe(secret.toString('utf8'));
   });
 
@@ -151,16 +153,30 @@ describe('Envelope (data key per secret, wrapped under the keyring)', () => {
     ['another key id', { keyId: crypto.randomUUID() }],
     ['another owner', { ownerId: crypto.randomUUID() }],
     ['another project', { projectId: crypto.randomUUID() }],
+    ['another provider', { provider: 'anthropic' }],
+    ['another baseUrl', { baseUrl: 'https://attacker.example/v1' }],
   ])('refuses to open a secret under %s (AAD binds it to its row)', (_label, change) => {
     const sealed = envelope.seal(binding, secret);
     expect(() => envelope.open({ ...binding, ...change }, sealed)).toThrow(IntegrityError);
   });
 
+  it('opens a format-1 sealing (key, owner and project bound; no provider or baseUrl) only when asked to', () => {
+    const dek = crypto.randomBytes(32);
+    const iv = crypto.randomBytes(12);
+    const legacy = forgeGcmSeal(dek, iv, secret, legacySecretAadOf(binding));
+    const wrapped = keyring.wrap(dek, binding.keyId);
+    const stored = { formatVersion: 1, kekVersion: wrapped.kekVersion, wrappedDek: wrapped.ciphertext, dekIv: wrapped.iv, dekTag: wrapped.tag, secretCiphertext: legacy.ciphertext, secretIv: iv, secretTag: legacy.tag };
+    expect(() => envelope.open(binding, stored)).toThrow(IntegrityError);
+    expect(envelope.open(binding, stored, { legacy: true }).equals(secret)).toBe(true);
+    // Relabelled as format 2 it opens under neither AAD.
+    expect(() => envelope.open(binding, { ...stored, formatVersion: 2 }, { legacy: true })).toThrow(IntegrityError);
+  });
+
   it('binds the secret by AAD alone: the right data key with another owner in the AAD does not open it', () => {
     const sealed = envelope.seal(binding, secret);
     const dek = nodeGcmOpen(masterKey, sealed.dekIv!, sealed.wrappedDek!, sealed.dekTag!, dekAadOf(binding.keyId, 1))!;
-    const right = secretAadOf(binding.keyId, binding.ownerId, binding.projectId);
-    const moved = secretAadOf(binding.keyId, crypto.randomUUID(), binding.projectId);
+    const right = secretAadOf(binding);
+    const moved = secretAadOf({ ...binding, ownerId: crypto.randomUUID() });
     expect(nodeGcmOpen(dek, sealed.secretIv!, sealed.secretCiphertext!, sealed.secretTag!, right)?.equals(secret)).toBe(true);
     expect(nodeGcmOpen(dek, sealed.secretIv!, sealed.secretCiphertext!, sealed.secretTag!, moved)).toBeNull();
   });
@@ -185,7 +201,8 @@ describe('Envelope (data key per secret, wrapped under the keyring)', () => {
     const sealed = envelope.seal(binding, secret);
     expect(() => envelope.open(binding, { ...sealed, secretTag: null })).toThrow(IntegrityError);
     expect(() => envelope.open(binding, { ...sealed, wrappedDek: null })).toThrow(IntegrityError);
-    expect(() => envelope.open(binding, { ...sealed, formatVersion: 2 })).toThrow(IntegrityError);
+    expect(() => envelope.open(binding, { ...sealed, formatVersion: 3 })).toThrow(IntegrityError);
+    expect(() => envelope.open(binding, { ...sealed, formatVersion: 1 }, { legacy: true })).toThrow(IntegrityError);
     expect(() => envelope.open(binding, { ...sealed, kekVersion: 9 })).toThrow(IntegrityError);
   });
 

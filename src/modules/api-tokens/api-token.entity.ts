@@ -18,4 +18,6 @@ export class ApiTokenEntity {
   @Column({ name: 'last_used_ip', type: 'varchar', length: 64, nullable: true }) lastUsedIp: string | null;
   @Column({ name: 'usage_count', type: 'bigint', default: 0, transformer: bigintNumber }) usageCount: number;
   @Column({ name: 'revoked_at', type: 'bigint', nullable: true, transformer: epochMs }) revokedAt: Date | null;
+  /** HMAC over the columns that decide what the token may do (see apiTokenFields); null: a row the product never sealed. */
+  @Column({ name: 'row_mac', type: 'varchar', length: 64, nullable: true }) rowMac: string | null;
 }

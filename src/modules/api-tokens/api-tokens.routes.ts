@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { actorOf } from '../../http/authenticate';
-import { toPage } from '../../http/pagination';
+import { toPage } from '../../pagination';
 import { parse, parseId } from '../../http/validate';
 import type { ApiTokensService } from './api-tokens.service';
 import { createTokenBody, listTokensQuery, renewTokenBody, updateTokenBody } from './api-tokens.schemas';

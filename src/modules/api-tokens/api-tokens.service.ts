@@ -1,10 +1,10 @@
 import type { Database } from '../../db/database';
 import { ConflictError, ForbiddenError, NotFoundError, UnauthorizedError, ValidationError } from '../../errors';
-import { coalescing } from '../../batcher';
+import { coalesced } from '../../batching';
 import { newId } from '../../ids';
 import type { Logger } from '../../logger';
 import { hashApiToken, isApiTokenShape, newApiToken } from '../../crypto/tokens';
-import { Page, PageResult, toPageResult } from '../../http/pagination';
+import { Page, PageResult, toPageResult } from '../../pagination';
 import { Actor, effectiveRights, ROLE_SCOPES, Scope, SCOPES } from '../auth/actor';
 import type { ClientInfo } from '../auth/auth.service';
 import type { AuditService } from '../audit/audit.service';
@@ -128,8 +128,10 @@ export class UsageTracker {
 }
 
 export class ApiTokensService {
+  /** Told of every authentication's result (the metrics count them). */
+  onAuthenticated: ((ok: boolean) => void) | undefined;
   /** Concurrent requests with one token (a gateway's burst) share one lookup per turn of the event loop. */
-  private readonly tokenLookups = coalescing(
+  private readonly tokenLookups = coalesced(
     (hash: string) => hash,
     (hash: string) => this.db.read((m) => this.tokens.findByHashWithUser(m, hash)),
   );
@@ -140,6 +142,7 @@ export class ApiTokensService {
     private readonly users: UsersRepository,
     private readonly audit: AuditService,
     readonly usage: UsageTracker,
+    private readonly logger: Logger,
   ) {}
 
   /**
@@ -147,11 +150,17 @@ export class ApiTokensService {
    * indexed lookup. Rights are the token's scopes narrowed by the user's current role, every request.
    */
   async authenticate(token: string, client: ClientInfo): Promise<Actor> {
-    const found = await this.tokenLookups.submit(hashApiToken(token));
+    const found = await this.tokenLookups.load(hashApiToken(token));
     const now = Date.now();
-    if (!found || !isApiTokenShape(token) || found.token.revokedAt || found.token.expiresAt.getTime() <= now || found.user.status !== 'active') {
+    if (found && !found.intact && isApiTokenShape(token)) {
+      // Planted or changed in the database (its MAC does not hold): refused like an unknown token, and said so in the log.
+      this.logger.warn('an API token row fails its integrity check (planted or changed in the database): refused', { event: 'api_token.forged', tokenId: found.token.id });
+    }
+    if (!found || !found.intact || !isApiTokenShape(token) || found.token.revokedAt || found.token.expiresAt.getTime() <= now || found.user.status !== 'active') {
+      this.onAuthenticated?.(false);
       throw new UnauthorizedError();
     }
+    this.onAuthenticated?.(true);
     const { token: t, user } = found;
     this.usage.note(t.id, client.ip);
     const scopes = parseScopes(t.scopes);
@@ -186,8 +195,10 @@ export class ApiTokensService {
       revokedAt: null,
     });
     await this.db.transaction(async (tx) => {
-      const owner = await this.users.findById(tx, userId);
+      // Locked: a token minted while its user is being disabled would escape the revocation that disabling does.
+      const owner = await this.users.findByIdLocked(tx, userId);
       if (!owner) throw new ValidationError('userId: no such user', { details: [{ field: 'body.userId', message: 'no such user' }] });
+      if (owner.status !== 'active') throw new ValidationError('userId: the user is disabled', { details: [{ field: 'body.userId', message: 'the user is disabled' }] });
       const beyond = scopes.filter((s) => !ROLE_SCOPES[owner.role].includes(s));
       if (beyond.length > 0) {
         throw new ValidationError(`Scopes beyond the ${owner.role} role: ${beyond.join(', ')}`, { details: beyond.map((s) => ({ field: 'body.scopes', message: `${s} is beyond the ${owner.role} role` })) });
@@ -222,12 +233,16 @@ export class ApiTokensService {
     return this.get(actor, t.id);
   }
 
-  /** A new secret, shown once; the old one stops working at the commit. */
+  /**
+   * A new secret, shown once; the old one stops working at the commit. Only to the token's own user: a token acts as
+   * its user, so handing its new secret to anyone else (an admin) would let them act, and reveal, as that user.
+   */
   async regenerate(actor: Actor, id: string): Promise<IssuedToken> {
     this.assertManagedBySession(actor);
     const issued = newApiToken();
     return this.db.transaction(async (tx) => {
       const t = await this.findLive(tx, actor, id);
+      if (t.userId !== actor.userId) throw new ForbiddenError('Only the token’s own user can regenerate it (it acts as them); revoke it instead');
       // A new secret that is already dead would only mislead: renewing is the way back for an expired token.
       if (t.expiresAt.getTime() <= Date.now()) throw new ConflictError('This API token has expired; renew it first, then regenerate');
       await this.tokens.update(tx, id, { tokenHash: issued.hash, prefix: issued.prefix });
@@ -295,6 +310,8 @@ export class ApiTokensService {
   private async findLive(m: Parameters<ApiTokensRepository['findById']>[0], actor: Actor, id: string): Promise<ApiTokenEntity> {
     const t = await this.findVisibleTo(m, actor, id);
     if (t.revokedAt) throw new ConflictError('This API token is revoked for good; create a new one');
+    // A new secret or expiry would be sealed onto fields nobody checked: a row that fails its MAC is only ever revoked.
+    if (!this.tokens.intact(t)) throw new ConflictError('This API token fails its integrity check (changed in the database); revoke it and create a new one');
     return t;
   }
 }

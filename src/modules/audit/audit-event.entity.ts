@@ -5,9 +5,13 @@ export const AUDIT_ACTIONS = [
   'auth.login', 'auth.logout', 'auth.password_change',
   'user.create', 'user.update',
   'project.create', 'project.update', 'project.delete',
-  'provider_key.create', 'provider_key.update', 'provider_key.rotate', 'provider_key.delete', 'provider_key.reveal',
+  'provider_key.create', 'provider_key.update', 'provider_key.rotate', 'provider_key.delete', 'provider_key.reveal', 'provider_key.check',
+  'provider_key.reseal', 'vault.sealings_upgraded',
   'api_token.create', 'api_token.regenerate', 'api_token.renew', 'api_token.revoke',
   'keyring.rotate', 'audit.export',
+  'virtual_key.create', 'virtual_key.revoke',
+  'webhook.create', 'webhook.delete',
+  'vault.restore', 'vault.credentials_sealed',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 export const AUDIT_OUTCOMES = ['success', 'denied', 'rate_limited', 'error'] as const;
@@ -46,4 +50,14 @@ export class AuditChainHeadEntity {
   @Column({ type: 'bigint', transformer: bigintNumber }) seq: number;
   @Column({ type: 'varchar', length: 64 }) hash: string;
   @Column({ name: 'updated_at', type: 'bigint', transformer: epochMs }) updatedAt: Date;
+}
+
+/** A row's detail as an object: {} when it has none or it is not a JSON object (rows are read as evidence, never trusted to parse). */
+export function detailOf(e: Pick<AuditEventEntity, 'detail'>): Record<string, unknown> {
+  try {
+    const d = JSON.parse(e.detail ?? 'null') as unknown;
+    return d && typeof d === 'object' && !Array.isArray(d) ? (d as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
 }

@@ -1,10 +1,17 @@
 import { z } from 'zod';
 import { isoDate, pageQuery, uuid } from '../../http/validate';
+import { ROLES } from '../users/user.entity';
 import { AUDIT_ACTIONS, AUDIT_OUTCOMES } from './audit-event.entity';
+
+const OUTCOME = `(${AUDIT_OUTCOMES.join('|')})`;
 
 export const auditFilterQuery = {
   action: z.enum(AUDIT_ACTIONS).optional(),
-  outcome: z.enum(AUDIT_OUTCOMES).optional(),
+  // One outcome, or several separated by commas ("denied,rate_limited").
+  outcome: z.string().regex(new RegExp(`^${OUTCOME}(,${OUTCOME})*$`), `must be one or more of ${AUDIT_OUTCOMES.join(', ')}, separated by commas`).optional(),
+  actorRole: z.enum(ROLES).optional(),
+  // Events on a key by its owner (true) or by anyone else (false).
+  byOwner: z.enum(['true', 'false']).transform((v) => v === 'true').optional(),
   actorId: uuid.optional(),
   keyId: uuid.optional(),
   projectId: uuid.optional(),

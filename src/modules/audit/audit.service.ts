@@ -1,15 +1,16 @@
 import type { EntityManager } from 'typeorm';
-import type { Database, Statement } from '../../db/database';
+import type { Database } from '../../db/database';
 import { afterCommit } from '../../db/hooks';
 import { ForbiddenError, UnavailableError } from '../../errors';
 import { newId } from '../../ids';
 import type { Logger } from '../../logger';
-import { Page, PageResult, toPageResult } from '../../http/pagination';
+import { Page, PageResult, toPageResult } from '../../pagination';
 import { Actor, can } from '../auth/actor';
 import { AuditAction, AuditEventEntity, AuditOutcome } from './audit-event.entity';
 import { AuditFilter, AuditRepository } from './audit.repository';
-import type { AuditChain } from './audit-chain';
-import { csvHeader, csvRows, ndjsonRows } from './audit-export';
+import type { AuditChain, ChainHead, VerifyResult } from './audit-chain';
+import type { JobSlots } from './job-slots';
+import { csvHeader, csvRows, ndjsonRows, UTF8_BOM } from './audit-export';
 
 const EXPORT_BATCH = 1000;
 
@@ -34,8 +35,8 @@ export interface AuditEvent {
   id: string;
   seq: number | null;
   at: string;
-  action: string;
-  outcome: string;
+  action: AuditAction;
+  outcome: AuditOutcome;
   actorId: string | null;
   actorUsername: string | null;
   actorRole: string | null;
@@ -49,6 +50,16 @@ export interface AuditEvent {
   requestId: string | null;
   reason: string | null;
   detail: Record<string, unknown> | null;
+}
+
+/**
+ * An exported event also names the key, its project and its owner as they are called at export time, beside their
+ * ids, for a reader of the file; the names are not part of the event (nor of its MAC): keys and projects get renamed.
+ */
+export interface ExportedEvent extends AuditEvent {
+  keyName: string | null;
+  projectName: string | null;
+  ownerUsername: string | null;
 }
 
 /**
@@ -82,12 +93,35 @@ export function toAuditEvent(e: AuditEventEntity): AuditEvent {
 }
 
 export class AuditService {
+  /** Told of every row once it committed (the metrics count reveals and failed sign-ins here, as the trail has them). */
+  onCommitted: ((rows: readonly AuditEventEntity[]) => void) | undefined;
+
   constructor(
     private readonly db: Database,
     private readonly repo: AuditRepository,
     private readonly logger: Logger,
     readonly chain: AuditChain,
+    private readonly jobs?: JobSlots,
   ) {}
+
+  /**
+   * Runs an export or a verify for an API caller within the per-user and overall caps (429 beyond them); the slot is
+   * held until fn settles, which for an export is when its last byte was written or its reader went away.
+   */
+  async withJobSlot<T>(actor: Actor, fn: () => Promise<T>): Promise<T> {
+    if (!can(actor, 'audit:read')) throw new ForbiddenError('Exporting or verifying the audit trail needs the audit:read right');
+    const release = this.jobs?.acquire(actor.userId);
+    try {
+      return await fn();
+    } finally {
+      release?.();
+    }
+  }
+
+  async verify(actor: Actor, expected?: ChainHead): Promise<VerifyResult> {
+    if (!can(actor, 'audit:read')) throw new ForbiddenError('Verifying the audit trail needs the audit:read right');
+    return this.chain.verify(expected);
+  }
 
   /**
    * Writes one audit row inside the caller's transaction, so it commits with (and before any result of) the work.
@@ -102,14 +136,20 @@ export class AuditService {
     extra: { reason?: string | null; detail?: Record<string, unknown> } = {},
   ): Promise<AuditEventEntity> {
     const row = this.build(who, action, outcome, target, extra);
+    await this.recordBuilt(tx, [row]);
+    return row;
+  }
+
+  /** Writes rows made by build() inside the caller's transaction, in one statement (a batch of reveals). */
+  async recordBuilt(tx: EntityManager, rows: AuditEventEntity[]): Promise<void> {
+    if (rows.length === 0) return;
     try {
-      await this.repo.insert(tx, [row]);
+      await this.repo.insert(tx, rows);
     } catch (err) {
       // No audit row, no action: the whole transaction fails and the caller gets 503, never the result.
       throw new UnavailableError('The audit trail cannot be written right now', err);
     }
-    afterCommit(tx, () => this.logCommitted([row]));
-    return row;
+    afterCommit(tx, () => this.logCommitted(rows));
   }
 
   /** One audit row, sealed with its row MAC, not yet written (a batch of reveals writes its rows in one statement). */
@@ -147,13 +187,9 @@ export class AuditService {
     return row;
   }
 
-  /** The statement that writes built rows, for a caller that sends it itself (Database.readThenWrite). */
-  insertStatement(rows: AuditEventEntity[]): Statement {
-    return this.repo.insertStatement(rows);
-  }
-
   /** Ships committed rows to the log (never before their commit). */
-  logCommitted(rows: AuditEventEntity[]): void {
+  private logCommitted(rows: AuditEventEntity[]): void {
+    this.onCommitted?.(rows);
     for (const row of rows) {
       const { seq: _s, ...event } = toAuditEvent(row);
       this.logger.info('audit', { event: 'audit', audit: event });
@@ -181,11 +217,17 @@ export class AuditService {
     const db = this.db;
     const repo = this.repo;
     return (async function* () {
-      if (format === 'csv') yield csvHeader();
+      if (format === 'csv') yield UTF8_BOM + csvHeader();
       for (let after = 0; after < head.seq; ) {
         const rows = await db.read((m) => repo.exportBatch(m, filter, after, head.seq, EXPORT_BATCH));
         if (rows.length === 0) return;
-        const events = rows.map(toAuditEvent);
+        const names = await db.read((m) => repo.namesFor(m, rows));
+        const events: ExportedEvent[] = rows.map((r) => ({
+          ...toAuditEvent(r),
+          keyName: (r.keyId && names.keys.get(r.keyId)) ?? null,
+          projectName: (r.projectId && names.projects.get(r.projectId)) ?? null,
+          ownerUsername: (r.ownerId && names.users.get(r.ownerId)) ?? null,
+        }));
         onRows?.(events.length);
         yield format === 'csv' ? csvRows(events) : ndjsonRows(events);
         if (rows.length < EXPORT_BATCH) return;

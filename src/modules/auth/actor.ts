@@ -2,11 +2,14 @@ import type { Role } from '../users/user.entity';
 
 export const SCOPES = [
   'provider-keys:read', 'provider-keys:write', 'provider-keys:reveal', 'audit:read',
-  'users:read', 'users:write', 'projects:read', 'projects:write',
+  'users:read', 'users:write', 'projects:read', 'projects:write', 'metrics:read',
 ] as const;
 export type Scope = (typeof SCOPES)[number];
 
-/** What each role may ever do; an API token narrows this further, never widens it. */
+/**
+ * What each role may ever do; an API token narrows this further, never widens it. metrics:read (the vault's operational
+ * figures) is an admin's: operators run the vault; auditors read the trail, which the metrics only summarize.
+ */
 export const ROLE_SCOPES: Record<Role, readonly Scope[]> = {
   admin: SCOPES,
   member: ['provider-keys:read', 'provider-keys:reveal', 'projects:read'],
@@ -24,6 +27,8 @@ export interface Actor {
   tokenScopes?: readonly Scope[];
   apiTokenId?: string;
   session?: { jti: string; expiresAt: Date; viaCookie?: boolean };
+  /** A session of a user whose password someone else chose: it may only change it (or sign out) until then. */
+  mustChangePassword?: boolean;
   ip: string | null;
   userAgent: string | null;
   requestId: string | null;

@@ -36,6 +36,7 @@ export function authRoutes(auth: AuthService, authenticate: RequestHandler): Rou
       role: a.role,
       status: 'active',
       via: a.via,
+      ...(a.mustChangePassword ? { mustChangePassword: true } : {}),
       // scopes: what the token was granted; effectiveScopes: what it may do now (narrowed by the user's current role).
       ...(a.tokenScopes ? { scopes: a.tokenScopes, effectiveScopes: SCOPES.filter((s) => a.rights.has(s)), apiTokenId: a.apiTokenId } : {}),
       ...(csrfToken ? { csrfToken } : {}),

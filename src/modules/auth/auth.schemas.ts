@@ -8,7 +8,10 @@ export const loginBody = z.strictObject({
   cookie: z.boolean().optional(),
 });
 
-export const changePasswordBody = z.strictObject({
-  currentPassword: z.string().min(1).max(1024),
-  newPassword: password,
-});
+export const changePasswordBody = z
+  .strictObject({
+    currentPassword: z.string().min(1).max(1024),
+    newPassword: password,
+  })
+  // Keeping a password someone else set would keep it known to them (and clear the flag that says so).
+  .refine((b) => b.newPassword !== b.currentPassword, { path: ['newPassword'], message: 'must differ from the current password' });

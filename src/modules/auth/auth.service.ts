@@ -1,10 +1,10 @@
 import crypto from 'node:crypto';
 import type { Database } from '../../db/database';
-import { isUniqueViolation } from '../../db/database';
+import { isUniqueViolation } from '../../db/errors';
 import { ForbiddenError, RateLimitedError, UnauthorizedError } from '../../errors';
-import { coalescing } from '../../batcher';
-import { hashPassword, verifyPassword } from '../../crypto/passwords';
-import { RateLimits, consume, forgive, reward } from '../../rate-limits';
+import { coalesced } from '../../batching';
+import { hashPassword, isUsablePasswordHash, verifyPassword } from '../../crypto/passwords';
+import type { RateLimits } from '../../rate-limits';
 import { USERNAME } from '../users/users.schemas';
 import type { AuditService } from '../audit/audit.service';
 import type { UsersRepository } from '../users/users.repository';
@@ -30,12 +30,13 @@ export interface LoginResult {
 
 const BAD_CREDENTIALS = 'Invalid username or password';
 const NOT_A_USERNAME = '(not a valid username)';
+const UNKNOWN_USER = '(unknown user)';
 
 export class AuthService {
   private dummyHash: Promise<string> | undefined;
 
   /** Concurrent requests on one session (a script's burst) share one lookup per turn of the event loop. */
-  private readonly sessionLookups = coalescing(
+  private readonly sessionLookups = coalesced(
     (c: SessionClaims) => `${c.sub}\u0000${c.jti}`,
     (c: SessionClaims) => this.db.read((m) => this.users.findForSession(m, c.sub, c.jti)),
   );
@@ -47,6 +48,8 @@ export class AuthService {
     private readonly audit: AuditService,
     private readonly limits: RateLimits,
     private readonly scryptCost: number,
+    /** Keys the per-name sign-in counters, which a shared store (MySQL, Redis) keeps where a database reader sees them. */
+    private readonly limitKeySecret: Buffer,
   ) {
     // Computed now, not at the first unknown-user sign-in (which would then cost two scrypt runs and stand out).
     void this.dummy().catch(() => undefined);
@@ -58,32 +61,36 @@ export class AuthService {
    */
   async login(rawUsername: string, password: string, client: ClientInfo): Promise<LoginResult> {
     const username = rawUsername.toLowerCase();
-    const userIpKey = `${username}|${client.ip ?? ''}`;
+    const userIpKey = this.nameIpKey(username, client.ip);
     const ipKey = client.ip ?? '';
     // Only names that could exist are looked up: MySQL's collation would match 'víctim ' to 'victim'.
     const user = USERNAME.test(username) ? await this.db.read((m) => this.users.findByUsername(m, username)) : null;
-    // A name that cannot be a username is often a password typed in the wrong field: it is not put on record.
-    const anon = { anonymous: true as const, claimedUsername: USERNAME.test(username) ? username : NOT_A_USERNAME, userId: user?.id, role: user?.role, ...client };
+    // What was typed as a name is often a secret pasted in the wrong field: only an existing user's name is put on
+    // record (the trail, its log line); anything else is recorded as a marker, nothing derived from it.
+    const claimed = user ? user.username : USERNAME.test(username) ? UNKNOWN_USER : NOT_A_USERNAME;
+    const anon = { anonymous: true as const, claimedUsername: claimed, userId: user?.id, role: user?.role, ...client };
     try {
-      await consume(this.limits.loginByUserIp, userIpKey);
-      await consume(this.limits.loginByIp, ipKey);
+      await this.limits.loginByUserIp.consume(userIpKey);
+      await this.limits.loginByIp.consume(ipKey);
     } catch (err) {
       if (!(err instanceof RateLimitedError)) throw err;
       await this.db.transaction((tx) => this.audit.record(tx, anon, 'auth.login', 'rate_limited', {}, { detail: { retryAfterSeconds: err.retryAfterSeconds } }));
       throw new RateLimitedError(err.retryAfterSeconds, 'Too many failed sign-ins; try again later');
     }
-    const ok = await verifyPassword(password, user?.passwordHash ?? (await this.dummy()));
+    // An account without a password (created by a token, say) costs the same scrypt run as any other refusal.
+    const usable = user !== null && isUsablePasswordHash(user.passwordHash);
+    const ok = (await verifyPassword(password, usable ? user.passwordHash : await this.dummy())) && usable;
     if (!user || !ok || user.status !== 'active') {
-      const why = !user ? 'unknown_user' : !ok ? 'wrong_password' : 'user_disabled';
+      const why = !user ? 'unknown_user' : !usable ? 'no_password' : !ok ? 'wrong_password' : 'user_disabled';
       await this.db.transaction((tx) => this.audit.record(tx, anon, 'auth.login', 'denied', {}, { detail: { why } }));
       throw new UnauthorizedError(BAD_CREDENTIALS);
     }
     // A success wipes this user's failures here and gives back the attempt it cost the IP.
-    await forgive(this.limits.loginByUserIp, userIpKey);
-    await reward(this.limits.loginByIp, ipKey);
+    await this.limits.loginByUserIp.forgive(userIpKey);
+    await this.limits.loginByIp.reward(ipKey);
     const issued = this.sessions.issue(user.id, user.sessionEpoch);
     const actor = this.actorFor(user, { jti: issued.jti, expiresAt: issued.expiresAt }, client);
-    await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.login', 'success'));
+    await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.login', 'success', {}, user.mustChangePassword ? { detail: { mustChangePassword: true } } : {}));
     return { jti: issued.jti, accessToken: issued.token, tokenType: 'Bearer', expiresIn: this.sessions.ttlSeconds, expiresAt: issued.expiresAt, user: toUser(user) };
   }
 
@@ -91,7 +98,7 @@ export class AuthService {
   async authenticateSession(token: string, client: ClientInfo, viaCookie = false): Promise<Actor> {
     const claims = this.sessions.verify(token);
     if (!claims) throw new UnauthorizedError();
-    const found = await this.sessionLookups.submit(claims);
+    const found = await this.sessionLookups.load(claims);
     if (!found || found.revoked || found.user.status !== 'active' || found.user.sessionEpoch !== claims.ep) throw new UnauthorizedError();
     return this.actorFor(found.user, { jti: claims.jti, expiresAt: new Date(claims.exp * 1000), viaCookie }, client);
   }
@@ -125,9 +132,9 @@ export class AuthService {
 
   async changePassword(actor: Actor, currentPassword: string, newPassword: string): Promise<void> {
     if (actor.via !== 'session') throw new ForbiddenError('Change your password from a signed-in session');
-    const key = `${actor.username.toLowerCase()}|${actor.ip ?? ''}`;
+    const key = this.nameIpKey(actor.username, actor.ip);
     try {
-      await consume(this.limits.loginByUserIp, key);
+      await this.limits.loginByUserIp.consume(key);
     } catch (err) {
       if (!(err instanceof RateLimitedError)) throw err;
       await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.password_change', 'rate_limited'));
@@ -138,11 +145,11 @@ export class AuthService {
       await this.db.transaction((tx) => this.audit.record(tx, actor, 'auth.password_change', 'denied', {}, { detail: { why: 'wrong_current_password' } }));
       throw new ForbiddenError('The current password is not correct');
     }
-    await forgive(this.limits.loginByUserIp, key);
+    await this.limits.loginByUserIp.forgive(key);
     const hash = await hashPassword(newPassword, this.scryptCost);
     await this.db.transaction(async (tx) => {
-      await this.users.bumpSessionEpoch(tx, user.id, hash, new Date());
-      await this.audit.record(tx, actor, 'auth.password_change', 'success');
+      await this.users.setPassword(tx, user.id, hash, false, new Date());
+      await this.audit.record(tx, actor, 'auth.password_change', 'success', {}, user.mustChangePassword ? { detail: { wasRequired: true } } : {});
     });
   }
 
@@ -159,8 +166,23 @@ export class AuthService {
     return this.sessions.csrfFor(jti);
   }
 
-  private actorFor(user: { id: string; username: string; role: Actor['role'] }, session: Actor['session'], client: ClientInfo): Actor {
-    return { userId: user.id, username: user.username, role: user.role, via: 'session', rights: effectiveRights(user.role), session, ...client };
+  private actorFor(user: { id: string; username: string; role: Actor['role']; mustChangePassword: boolean }, session: Actor['session'], client: ClientInfo): Actor {
+    return {
+      userId: user.id,
+      username: user.username,
+      role: user.role,
+      via: 'session',
+      rights: effectiveRights(user.role),
+      ...(user.mustChangePassword ? { mustChangePassword: true } : {}),
+      session,
+      ...client,
+    };
+  }
+
+  /** The per-name sign-in counter's key: a keyed hash, so no name typed there (a pasted secret) is stored as typed. */
+  private nameIpKey(username: string, ip: string | null): string {
+    const name = crypto.createHmac('sha256', this.limitKeySecret).update(username.toLowerCase(), 'utf8').digest('base64url').slice(0, 22);
+    return `${name}|${ip ?? ''}`;
   }
 
   private dummy(): Promise<string> {

@@ -5,8 +5,6 @@ export const ISSUER = 'provider-key-vault';
 export const AUDIENCE = 'pkv-api';
 /** Seconds of clock skew allowed on exp (and on iat in the future). */
 const CLOCK_TOLERANCE = 2;
-/** Verified tokens remembered (oldest forgotten first): a few hundred bytes each. */
-const VERIFIED_CACHE = 1000;
 
 export interface SessionClaims {
   sub: string;
@@ -21,12 +19,6 @@ export interface SessionClaims {
 export class SessionTokens {
   /** Built once: handed raw bytes, jsonwebtoken tries createPublicKey first and throws on every single verify. */
   private readonly key: crypto.KeyObject;
-  /**
-   * Tokens already verified, with their claims: the same bytes under the same key verify the same way, so a script's
-   * stream of requests on one session pays for the HMAC, the base64 and the JSON once. Expiry is still checked on
-   * every use; revocation is not a property of the token (the caller looks it up every request).
-   */
-  private readonly verified = new Map<string, SessionClaims>();
 
   constructor(
     private readonly secret: Buffer,
@@ -56,21 +48,6 @@ export class SessionTokens {
 
   /** Returns the claims, or undefined for anything not issued by us and current. Errors are not distinguished on purpose. */
   verify(token: string): SessionClaims | undefined {
-    const known = this.verified.get(token);
-    if (known) {
-      if (Date.now() / 1000 < known.exp + CLOCK_TOLERANCE) return known;
-      this.verified.delete(token);
-      return undefined;
-    }
-    const claims = this.check(token);
-    if (claims) {
-      if (this.verified.size >= VERIFIED_CACHE) this.verified.delete(this.verified.keys().next().value as string);
-      this.verified.set(token, Object.freeze(claims));
-    }
-    return claims;
-  }
-
-  private check(token: string): SessionClaims | undefined {
     try {
       const claims = jwt.verify(token, this.key, { algorithms: ['HS256'], issuer: ISSUER, audience: AUDIENCE, clockTolerance: CLOCK_TOLERANCE }) as jwt.JwtPayload;
       if (typeof claims.sub !== 'string' || typeof claims.jti !== 'string' || typeof claims.ep !== 'number' || typeof claims.exp !== 'number') return undefined;

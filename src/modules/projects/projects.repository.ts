@@ -1,16 +1,26 @@
+import crypto from 'node:crypto';
 import type { EntityManager } from 'typeorm';
-import type { Page } from '../../http/pagination';
+import type { Page } from '../../pagination';
 import { ProviderKeyEntity } from '../provider-keys/provider-key.entity';
 import { ProjectEntity } from './project.entity';
+
+/**
+ * Two project names are the same name when they fold alike: compatibility forms (ﬁ, full-width letters) and case
+ * ("Äpfel", "äpfel", "ÄPFEL") folded. Hashed, so the database only ever compares ASCII bytes.
+ */
+export function nameKey(name: string): string {
+  const folded = name.normalize('NFKC').toUpperCase().toLowerCase().normalize('NFC');
+  return crypto.createHash('sha256').update(folded, 'utf8').digest('hex');
+}
 
 export class ProjectsRepository {
   findById(m: EntityManager, id: string): Promise<ProjectEntity | null> {
     return m.findOneBy(ProjectEntity, { id });
   }
 
-  /** Project names are unique regardless of case, on SQLite as on MySQL's case-insensitive collation. */
+  /** The project whose name folds like this one (see nameKey), by one rule on both databases. */
   findByName(m: EntityManager, name: string): Promise<ProjectEntity | null> {
-    return m.createQueryBuilder(ProjectEntity, 'p').where('LOWER(p.name) = LOWER(:name)', { name }).getOne();
+    return m.findOneBy(ProjectEntity, { nameKey: nameKey(name) });
   }
 
   /** A member sees a project only while it holds one of their live keys. */

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { actorOf } from '../../http/authenticate';
-import { toPage } from '../../http/pagination';
+import { toPage } from '../../pagination';
 import { parse, parseId } from '../../http/validate';
 import type { ProjectsService } from './projects.service';
 import { createProjectBody, listProjectsQuery, updateProjectBody } from './projects.schemas';

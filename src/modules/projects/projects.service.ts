@@ -1,12 +1,12 @@
 import type { Database } from '../../db/database';
-import { isUniqueViolation } from '../../db/database';
+import { isUniqueViolation } from '../../db/errors';
 import { ConflictError, ForbiddenError, NotFoundError } from '../../errors';
 import { newId } from '../../ids';
-import { Page, PageResult, toPageResult } from '../../http/pagination';
+import { Page, PageResult, toPageResult } from '../../pagination';
 import { Actor, can } from '../auth/actor';
 import type { AuditService } from '../audit/audit.service';
 import { ProjectEntity } from './project.entity';
-import type { ProjectsRepository } from './projects.repository';
+import { nameKey, type ProjectsRepository } from './projects.repository';
 
 export interface Project {
   id: string;
@@ -36,7 +36,7 @@ export class ProjectsService {
   async create(actor: Actor, input: { name: string; description?: string }): Promise<Project> {
     if (!can(actor, 'projects:write')) throw new ForbiddenError('Creating projects needs the projects:write right');
     const now = new Date();
-    const p = Object.assign(new ProjectEntity(), { id: newId(), name: input.name, description: input.description || null, createdAt: now, updatedAt: now });
+    const p = Object.assign(new ProjectEntity(), { id: newId(), name: input.name, nameKey: nameKey(input.name), description: input.description || null, createdAt: now, updatedAt: now });
     try {
       await this.db.transaction(async (tx) => {
         if (await this.projects.findByName(tx, p.name)) throw taken(p.name);
@@ -71,10 +71,11 @@ export class ProjectsService {
           const clash = await this.projects.findByName(tx, input.name);
           if (clash && clash.id !== id) throw taken(input.name);
           patch.name = input.name;
+          patch.nameKey = nameKey(input.name);
         }
         if (input.description !== undefined) patch.description = input.description || null;
         await this.projects.update(tx, id, patch);
-        await this.audit.record(tx, actor, 'project.update', 'success', { projectId: id }, { detail: { changed: Object.keys(patch).filter((k) => k !== 'updatedAt') } });
+        await this.audit.record(tx, actor, 'project.update', 'success', { projectId: id }, { detail: { changed: Object.keys(patch).filter((k) => k !== 'updatedAt' && k !== 'nameKey') } });
         return toProject({ ...p, ...patch });
       });
     } catch (err) {

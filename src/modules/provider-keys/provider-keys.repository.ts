@@ -1,17 +1,15 @@
 import type { EntityManager } from 'typeorm';
-import type { Page } from '../../http/pagination';
-import type { Statement } from '../../db/database';
+import type { Page } from '../../pagination';
+import { isMySQL } from '../../db/statements';
 import { ProviderKeyEntity } from './provider-key.entity';
 
 type RawKey = Record<string, unknown>;
 
-/** A list row: the metadata columns as the driver returns them (snake_case; times in ms, as numbers or strings). */
-export type MetadataRow = { id: string } & RawKey;
-
 const ms = (v: unknown) => (v == null ? null : new Date(Number(v)));
 const buf = (v: unknown) => (v == null ? null : Buffer.isBuffer(v) ? v : Buffer.from(v as Uint8Array));
 
-function fromRaw(r: RawKey): ProviderKeyEntity {
+/** The one mapper of a provider_keys row as the driver returns it (a list row has no sealed columns: they map to null). */
+export function keyFromRow(r: RawKey): ProviderKeyEntity {
   return Object.assign(new ProviderKeyEntity(), {
     id: r.id,
     name: r.name,
@@ -21,6 +19,7 @@ function fromRaw(r: RawKey): ProviderKeyEntity {
     ownerId: r.owner_id,
     projectId: r.project_id,
     remark: r.remark ?? null,
+    baseUrl: r.base_url ?? null,
     createdBy: r.created_by,
     createdAt: ms(r.created_at),
     updatedAt: ms(r.updated_at),
@@ -36,6 +35,14 @@ function fromRaw(r: RawKey): ProviderKeyEntity {
     secretIv: buf(r.secret_iv),
     secretTag: buf(r.secret_tag),
     fingerprint: r.fingerprint ?? null,
+    healthStatus: r.health_status ?? 'unknown',
+    healthCheckedAt: ms(r.health_checked_at),
+    healthDetail: r.health_detail ?? null,
+    healthKeyRequired: Number(r.health_key_required ?? 0) === 1,
+    healthProbeModel: r.health_probe_model ?? null,
+    healthNextCheckAt: ms(r.health_next_check_at),
+    expiryNoticeDays: r.expiry_notice_days == null ? null : Number(r.expiry_notice_days),
+    secretSetAt: ms(r.secret_set_at),
   });
 }
 
@@ -44,11 +51,12 @@ export interface KeyFilter {
   ownerId?: string;
   provider?: string;
   status?: string;
+  health?: string;
   q?: string;
 }
 
 /** Metadata columns only: list pages never load ciphertext. */
-const METADATA = 'id, name, provider, hint, status, owner_id, project_id, remark, created_by, created_at, updated_at, expires_at, last_revealed_at, reveal_count';
+const METADATA = 'id, name, provider, hint, status, owner_id, project_id, remark, base_url, created_by, created_at, updated_at, expires_at, last_revealed_at, reveal_count, health_status, health_checked_at, health_detail, health_probe_model, secret_set_at';
 
 // '!' escapes LIKE wildcards the same way on SQLite and MySQL (a backslash literal is read differently by each).
 const likeEscape = (s: string) => s.replace(/[!%_]/g, (c) => `!${c}`);
@@ -59,29 +67,23 @@ export class ProviderKeysRepository {
    * commit on MySQL (SQLite transactions are already serialized).
    */
   async findById(m: EntityManager, id: string, forUpdate = false): Promise<ProviderKeyEntity | null> {
-    const lock = forUpdate && m.connection.options.type === 'mysql' ? ' FOR UPDATE' : '';
-    const rows: RawKey[] = await m.query(`SELECT * FROM provider_keys WHERE id = ?${lock}`, [id]);
-    return rows[0] ? fromRaw(rows[0]) : null;
+    return (await this.findByIds(m, [id], forUpdate)).get(id) ?? null;
   }
 
-  /** Several rows by id in one statement (a batch of reveals), read with `keysOf`. */
-  byIdsStatement(ids: string[]): Statement {
-    return { sql: `SELECT * FROM provider_keys WHERE ${ids.length ? `id IN (${ids.map(() => '?').join(', ')})` : '1 = 0'}`, params: ids };
-  }
-
-  keysOf(rows: RawKey[]): Map<string, ProviderKeyEntity> {
-    return new Map(rows.map((r) => [String(r.id), fromRaw(r)]));
+  /** Several rows by id in one statement (a batch of reveals), locked until commit with `forUpdate`. */
+  async findByIds(m: EntityManager, ids: string[], forUpdate = false): Promise<Map<string, ProviderKeyEntity>> {
+    if (ids.length === 0) return new Map();
+    const lock = forUpdate && isMySQL(m) ? ' FOR UPDATE' : '';
+    const rows: RawKey[] = await m.query(`SELECT * FROM provider_keys WHERE id IN (${ids.map(() => '?').join(', ')})${lock}`, ids);
+    return new Map(rows.map((r) => [String(r.id), keyFromRow(r)]));
   }
 
   findByFingerprint(m: EntityManager, fingerprint: string): Promise<Pick<ProviderKeyEntity, 'id'> | null> {
     return m.createQueryBuilder(ProviderKeyEntity, 'k').select('k.id').where('k.fingerprint = :fingerprint', { fingerprint }).getOne();
   }
 
-  /**
-   * A keyset page, newest first, as one statement with bound values and its rows as the driver returns them: no ORM
-   * query building, hydration or Dates (a hot path; the service maps each row straight to its answer).
-   */
-  async list(m: EntityManager, filter: KeyFilter, page: Page): Promise<MetadataRow[]> {
+  /** A keyset page, newest first, of metadata columns only (a list never loads ciphertext). */
+  async list(m: EntityManager, filter: KeyFilter, page: Page): Promise<ProviderKeyEntity[]> {
     const where: string[] = [];
     const params: unknown[] = [];
     const add = (clause: string, value: unknown) => {
@@ -93,10 +95,16 @@ export class ProviderKeysRepository {
     if (filter.provider) add('provider = ?', filter.provider);
     if (filter.status) add('status = ?', filter.status);
     else add('status <> ?', 'deleted');
-    if (filter.q) add("name LIKE ? ESCAPE '!'", `%${likeEscape(filter.q)}%`);
+    if (filter.health) add('health_status = ?', filter.health);
+    if (filter.q) {
+      // Part of the name, or the end of the hint (its last characters, as an owner reads them off a provider's console).
+      where.push("(name LIKE ? ESCAPE '!' OR hint LIKE ? ESCAPE '!')");
+      params.push(`%${likeEscape(filter.q)}%`, `%${likeEscape(filter.q)}`);
+    }
     if (page.before) add('id < ?', page.before);
     params.push(page.limit + 1);
-    return m.query(`SELECT ${METADATA} FROM provider_keys WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`, params);
+    const rows: RawKey[] = await m.query(`SELECT ${METADATA} FROM provider_keys WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`, params);
+    return rows.map(keyFromRow);
   }
 
   async insert(tx: EntityManager, key: ProviderKeyEntity): Promise<void> {
@@ -111,13 +119,10 @@ export class ProviderKeysRepository {
    * Counts exactly under concurrency: the increments (reveals per key id) happen in the database, on the locked rows,
    * in one statement for the whole batch.
    */
-  revealCountsStatement(counts: Map<string, number>, at: Date): Statement {
+  async addReveals(tx: EntityManager, counts: Map<string, number>, at: Date): Promise<void> {
     const ids = [...counts.keys()];
     const increment = ids.length === 1 ? '?' : `CASE id ${ids.map(() => 'WHEN ? THEN ?').join(' ')} END`;
     const params = ids.length === 1 ? [counts.get(ids[0])] : ids.flatMap((id) => [id, counts.get(id)]);
-    return {
-      sql: `UPDATE provider_keys SET reveal_count = reveal_count + ${increment}, last_revealed_at = ? WHERE id IN (${ids.map(() => '?').join(', ')})`,
-      params: [...params, at.getTime(), ...ids],
-    };
+    await tx.query(`UPDATE provider_keys SET reveal_count = reveal_count + ${increment}, last_revealed_at = ? WHERE id IN (${ids.map(() => '?').join(', ')})`, [...params, at.getTime(), ...ids]);
   }
 }

@@ -1,29 +1,9 @@
 import { Router } from 'express';
 import { actorOf } from '../../http/authenticate';
-import { type PageResult, toPage } from '../../http/pagination';
+import { toPage } from '../../pagination';
 import { parse, parseId } from '../../http/validate';
-import type { Actor } from '../auth/actor';
-import type { ProviderKey, ProviderKeysService, Revealed } from './provider-keys.service';
+import type { ProviderKeysService } from './provider-keys.service';
 import { createKeyBody, keyAuditQuery, listKeysQuery, replaceSecretBody, revealBody, updateKeyBody } from './provider-keys.schemas';
-
-/** Set on every answer of the reveal route once the caller is known, before the request is checked: nothing on the way may keep a copy. */
-export const REVEAL_HEADERS: ReadonlyArray<readonly [string, string]> = [
-  ['Cache-Control', 'no-store'],
-  ['Pragma', 'no-cache'],
-];
-
-/** The reveal route's work, shared by its express route and its fast lane (src/http/fast-lane.ts). */
-export function revealAnswer(keys: ProviderKeysService, actor: Actor, rawId: string, body: unknown): Promise<Revealed> {
-  const id = parseId(rawId);
-  const { reason } = parse(revealBody, body ?? {});
-  return keys.reveal(actor, id, reason || undefined);
-}
-
-/** The list route's work, shared by its express route and its fast lane. */
-export function listAnswer(keys: ProviderKeysService, actor: Actor, query: unknown): Promise<PageResult<ProviderKey>> {
-  const { limit, cursor, ...filter } = parse(listKeysQuery, query, 'query');
-  return keys.list(actor, filter, toPage({ limit, cursor }));
-}
 
 export function providerKeysRoutes(keys: ProviderKeysService): Router {
   const r = Router();
@@ -33,7 +13,8 @@ export function providerKeysRoutes(keys: ProviderKeysService): Router {
   });
 
   r.get('/', async (req, res) => {
-    res.json(await listAnswer(keys, actorOf(res), req.query));
+    const { limit, cursor, ...filter } = parse(listKeysQuery, req.query, 'query');
+    res.json(await keys.list(actorOf(res), filter, toPage({ limit, cursor })));
   });
 
   r.get('/:id', async (req, res) => {
@@ -56,8 +37,12 @@ export function providerKeysRoutes(keys: ProviderKeysService): Router {
   });
 
   r.post('/:id/reveal', async (req, res) => {
-    for (const [name, value] of REVEAL_HEADERS) res.setHeader(name, value);
-    res.json(await revealAnswer(keys, actorOf(res), req.params.id, req.body));
+    // Set before the request is checked, so refusals carry them too: nothing on the way may keep a copy.
+    res.setHeader('Cache-Control', 'no-store');
+    res.setHeader('Pragma', 'no-cache');
+    const id = parseId(req.params.id);
+    const { reason } = parse(revealBody, req.body ?? {});
+    res.json(await keys.reveal(actorOf(res), id, reason || undefined));
   });
 
   r.get('/:id/audit-events', async (req, res) => {

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import type { EntityManager } from 'typeorm';
 import type { Database } from '../../db/database';
-import { isUnavailable, isUniqueViolation } from '../../db/database';
+import { isConflict, isUnavailable, isUniqueViolation } from '../../db/errors';
 import {
   AppError,
   ConflictError,
@@ -15,37 +15,42 @@ import {
   UnavailableError,
   ValidationError,
 } from '../../errors';
-import { TurnBatcher } from '../../batcher';
+import { perTurn } from '../../batching';
 import { newId } from '../../ids';
-import { isoTime, isoTimeOfMs } from '../../iso-time';
-import type { Envelope, SecretBinding } from '../../crypto/envelope';
-import { Page, PageResult, toPageResult } from '../../http/pagination';
-import { consume, reward } from '../../rate-limits';
-import type { RateLimiterAbstract } from 'rate-limiter-flexible';
+import { isoTime } from '../../iso-time';
+import { sealIdOf, type Envelope, type SecretBinding } from '../../crypto/envelope';
+import { Page, PageResult, toPageResult } from '../../pagination';
+import type { Notifier } from '../../notifications';
 import { Actor, can } from '../auth/actor';
+import { spendAllowance, type Allowance } from '../auth/allowance';
 import type { AuditEvent, AuditService, AuditTarget } from '../audit/audit.service';
 import type { AuditEventEntity, AuditOutcome } from '../audit/audit-event.entity';
 import type { ProjectsRepository } from '../projects/projects.repository';
 import type { UsersRepository } from '../users/users.repository';
-import { ProviderKeyEntity } from './provider-key.entity';
-import { KeyFilter, MetadataRow, ProviderKeysRepository } from './provider-keys.repository';
-import { hintFor, MAX_SECRET_BYTES, Provider } from './providers';
+import { bindingOf, HealthStatus, KeyStatus, ProviderKeyEntity } from './provider-key.entity';
+import type { KeyFilter, ProviderKeysRepository } from './provider-keys.repository';
+import { hintFor, MAX_SECRET_BYTES, Provider, PROBE_PROVIDERS, upstreamOf } from './providers';
 
 export interface ProviderKey {
   id: string;
   name: string;
-  provider: string;
+  provider: Provider;
   hint: string;
-  status: string;
+  status: KeyStatus;
   ownerId: string;
   projectId: string;
   remark: string | null;
+  baseUrl: string | null;
   createdBy: string;
   createdAt: string;
   updatedAt: string;
   expiresAt: string | null;
   lastRevealedAt: string | null;
   revealCount: number;
+  /** The last health a check or a gateway answer established (docs/health.md). */
+  health: { status: HealthStatus; checkedAt: string | null; detail: string | null };
+  /** The opt-in probe of a provider without a free check (Volcengine Ark, custom); null: none. */
+  healthProbe: { model: string } | null;
 }
 
 export interface Revealed {
@@ -76,6 +81,8 @@ export interface CreateKeyInput {
   secret: string;
   remark?: string;
   expiresAt?: Date | null;
+  baseUrl?: string | null;
+  healthProbe?: { model: string } | null;
 }
 
 export interface UpdateKeyInput {
@@ -85,6 +92,15 @@ export interface UpdateKeyInput {
   ownerId?: string;
   projectId?: string;
   expiresAt?: Date | null;
+  baseUrl?: string | null;
+  healthProbe?: { model: string } | null;
+  /** Required when the owner or baseUrl changes on a key the actor does not own (who may reveal it, where it is sent). */
+  reason?: string;
+}
+
+/** What the key service needs of the gateway: a key that moves, is deleted or points elsewhere ends its virtual keys. */
+export interface VirtualKeyRevoker {
+  revokeForKey(tx: EntityManager, keyId: string, at: Date): Promise<number>;
 }
 
 const iso = (d: Date | null) => (d ? isoTime(d) : null);
@@ -93,49 +109,50 @@ export function toProviderKey(k: ProviderKeyEntity): ProviderKey {
   return {
     id: k.id,
     name: k.name,
-    provider: k.provider,
+    // Stored only after validation against PROVIDER_NAMES.
+    provider: k.provider as Provider,
     hint: k.hint,
     status: k.status,
     ownerId: k.ownerId,
     projectId: k.projectId,
     remark: k.remark,
+    baseUrl: k.baseUrl,
     createdBy: k.createdBy,
     createdAt: isoTime(k.createdAt),
     updatedAt: isoTime(k.updatedAt),
     expiresAt: iso(k.expiresAt),
     lastRevealedAt: iso(k.lastRevealedAt),
     revealCount: k.revealCount,
+    health: { status: k.healthStatus, checkedAt: iso(k.healthCheckedAt), detail: k.healthDetail },
+    healthProbe: k.healthProbeModel ? { model: k.healthProbeModel } : null,
   };
 }
 
-const isoOfMs = (v: unknown) => (v == null ? null : isoTimeOfMs(Number(v)));
+/** What a key's health was said about a secret and an upstream that changed: unknown, and checked at the next run. */
+const FRESH_HEALTH: Pick<ProviderKeyEntity, 'healthStatus' | 'healthCheckedAt' | 'healthDetail' | 'healthNextCheckAt' | 'healthKeyRequired'> = {
+  healthStatus: 'unknown',
+  healthCheckedAt: null,
+  healthDetail: null,
+  healthNextCheckAt: null,
+  healthKeyRequired: false,
+};
 
-/**
- * A list row's answer: what toProviderKey gives for the row's entity (tests hold them equal), without building the
- * entity and its Dates in between; a page of 50 did that 50 times.
- */
-function listedKey(r: MetadataRow): ProviderKey {
-  return {
-    id: r.id,
-    name: r.name as string,
-    provider: r.provider as string,
-    hint: r.hint as string,
-    status: r.status as string,
-    ownerId: r.owner_id as string,
-    projectId: r.project_id as string,
-    remark: (r.remark as string | null | undefined) ?? null,
-    createdBy: r.created_by as string,
-    createdAt: isoTimeOfMs(Number(r.created_at)),
-    updatedAt: isoTimeOfMs(Number(r.updated_at)),
-    expiresAt: isoOfMs(r.expires_at),
-    lastRevealedAt: isoOfMs(r.last_revealed_at),
-    revealCount: Number(r.reveal_count),
-  };
+/** Only providers without a free authenticated call take a probe (it spends a completion token). */
+function assertProbeAllowed(provider: string, probe: { model: string } | null | undefined): void {
+  if (probe && !(PROBE_PROVIDERS as readonly string[]).includes(provider)) {
+    throw invalid('healthProbe', `only ${PROBE_PROVIDERS.join(' and ')} keys take a probe; ${provider} keys are checked by listing models, which spends nothing`);
+  }
 }
 
 const TOKEN_OWNER_CHANGE = 'Changing the owner through an API token needs the provider-keys:reveal scope as well: the new owner can reveal the key';
-const binding = (k: Pick<ProviderKeyEntity, 'id' | 'ownerId' | 'projectId'>): SecretBinding => ({ keyId: k.id, ownerId: k.ownerId, projectId: k.projectId });
+const TOKEN_BASE_URL_CHANGE = 'Changing baseUrl through an API token needs the provider-keys:reveal scope as well: the gateway sends the key there';
 const target = (k: Pick<ProviderKeyEntity, 'id' | 'ownerId' | 'projectId'>) => ({ keyId: k.id, ownerId: k.ownerId, projectId: k.projectId });
+
+/** Who receives the key when the gateway uses it: scheme, host and port of its upstream (null when it has none). */
+export function upstreamOrigin(k: Pick<ProviderKeyEntity, 'provider' | 'baseUrl'>): string | null {
+  const url = upstreamOf(k.provider, k.baseUrl);
+  return url ? new URL(url).origin : null;
+}
 
 /** Paste hygiene: pastes carry newlines; empty, NUL-bearing and oversized secrets are refused. */
 export function cleanSecret(raw: string): string {
@@ -165,7 +182,7 @@ export function decideReveal(actor: Actor, key: ProviderKeyEntity, reason: strin
 }
 
 export class ProviderKeysService {
-  private readonly reveals = new TurnBatcher<RevealRequest, RevealDone>((reqs) => this.revealBatch(reqs), 32);
+  private readonly reveals = perTurn<RevealRequest, RevealDone>((reqs) => this.revealBatch(reqs), 32);
 
   constructor(
     private readonly db: Database,
@@ -175,13 +192,16 @@ export class ProviderKeysService {
     private readonly audit: AuditService,
     private readonly envelope: Envelope,
     private readonly fingerprintKey: Buffer,
-    private readonly revealLimits: { byUser: RateLimiterAbstract; byIp: RateLimiterAbstract },
+    private readonly revealLimits: Allowance,
+    private readonly virtualKeys: VirtualKeyRevoker,
+    private readonly notifier: Notifier,
   ) {}
 
   async create(actor: Actor, input: CreateKeyInput): Promise<ProviderKey> {
     if (!can(actor, 'provider-keys:write')) throw new ForbiddenError('Adding keys needs the provider-keys:write right');
     const secret = cleanSecret(input.secret);
     if (input.expiresAt && input.expiresAt.getTime() <= Date.now()) throw invalid('expiresAt', 'must be in the future');
+    assertProbeAllowed(input.provider, input.healthProbe);
     const now = new Date();
     const id = newId();
     const fingerprint = this.fingerprint(secret);
@@ -194,6 +214,7 @@ export class ProviderKeysService {
       ownerId: input.ownerId,
       projectId: input.projectId,
       remark: input.remark || null,
+      baseUrl: input.baseUrl ?? null,
       createdBy: actor.userId,
       createdAt: now,
       updatedAt: now,
@@ -201,14 +222,20 @@ export class ProviderKeysService {
       lastRevealedAt: null,
       revealCount: 0,
       fingerprint,
-      ...this.sealText({ keyId: id, ownerId: input.ownerId, projectId: input.projectId }, secret),
+      ...FRESH_HEALTH,
+      healthProbeModel: input.healthProbe?.model ?? null,
+      expiryNoticeDays: null,
+      secretSetAt: now,
+      ...this.sealText(bindingOf({ id, ownerId: input.ownerId, projectId: input.projectId, provider: input.provider, baseUrl: input.baseUrl ?? null }), secret),
     });
     await this.withDuplicateCheck(fingerprint, () =>
       this.db.transaction(async (tx) => {
         await this.assertBindable(tx, input.ownerId, input.projectId);
         await this.assertNotStored(tx, fingerprint);
         await this.keys.insert(tx, key);
-        await this.audit.record(tx, actor, 'provider_key.create', 'success', target(key), { detail: { name: key.name, provider: key.provider } });
+        await this.audit.record(tx, actor, 'provider_key.create', 'success', target(key), {
+          detail: { name: key.name, provider: key.provider, ...(key.baseUrl ? { baseUrl: key.baseUrl } : {}), ...(key.healthProbeModel ? { healthProbe: key.healthProbeModel } : {}), sealId: sealIdOf(key) },
+        });
       }),
     );
     return toProviderKey(key);
@@ -221,7 +248,7 @@ export class ProviderKeysService {
       filter = { ...filter, ownerId: actor.userId };
     }
     const rows = await this.db.read((m) => this.keys.list(m, filter, page));
-    return toPageResult(rows, page, listedKey);
+    return toPageResult(rows, page, toProviderKey);
   }
 
   async get(actor: Actor, id: string): Promise<ProviderKey> {
@@ -234,7 +261,7 @@ export class ProviderKeysService {
     if (input.expiresAt && input.expiresAt.getTime() <= Date.now()) throw invalid('expiresAt', 'must be in the future');
     try {
       const updated = await this.applyUpdate(actor, id, input);
-      if (input.ownerId !== undefined || input.projectId !== undefined) await this.db.scrub(); // re-sealed: the old bytes go
+      if (input.ownerId !== undefined || input.projectId !== undefined || input.baseUrl !== undefined) await this.db.scrub(); // re-sealed: the old bytes go
       return updated;
     } catch (err) {
       if (err instanceof IntegrityError) {
@@ -253,18 +280,33 @@ export class ProviderKeysService {
       if (input.remark !== undefined && (input.remark || null) !== key.remark) patch.remark = input.remark || null;
       if (input.status !== undefined && input.status !== key.status) patch.status = input.status;
       if (input.expiresAt !== undefined && iso(input.expiresAt) !== iso(key.expiresAt)) patch.expiresAt = input.expiresAt;
+      if (input.healthProbe !== undefined && (input.healthProbe?.model ?? null) !== key.healthProbeModel) {
+        assertProbeAllowed(key.provider, input.healthProbe);
+        patch.healthProbeModel = input.healthProbe?.model ?? null;
+      }
       if (input.ownerId !== undefined && input.ownerId !== key.ownerId) patch.ownerId = input.ownerId;
       // Handing a key to a new owner hands them its secret: through a token that is a reveal, so it needs that scope.
       if (patch.ownerId && actor.via === 'api_token' && !can(actor, 'provider-keys:reveal')) throw new ForbiddenError(TOKEN_OWNER_CHANGE);
       if (input.projectId !== undefined && input.projectId !== key.projectId) patch.projectId = input.projectId;
-      const changed = Object.keys(patch);
-      if (patch.ownerId || patch.projectId) {
-        const moved = { id: key.id, ownerId: patch.ownerId ?? key.ownerId, projectId: patch.projectId ?? key.projectId };
-        await this.assertBindable(tx, moved.ownerId, moved.projectId);
-        // The secret's AAD names its owner and project: moving it re-seals it under a fresh data key.
-        const plaintext = this.envelope.open(binding(key), key);
+      if (input.baseUrl !== undefined && input.baseUrl !== key.baseUrl) patch.baseUrl = input.baseUrl;
+      // Pointing the key at another host sends it there: through a token that is a reveal, so it needs that scope.
+      if (patch.baseUrl !== undefined && actor.via === 'api_token' && !can(actor, 'provider-keys:reveal')) throw new ForbiddenError(TOKEN_BASE_URL_CHANGE);
+      // Who holds someone else's key and where it is sent are theirs to decide: an admin changing either gives a reason,
+      // as for a reveal (moving a key to oneself would otherwise be a reveal without one).
+      if ((patch.baseUrl !== undefined || patch.ownerId) && key.ownerId !== actor.userId && !input.reason) {
+        throw new ValidationError('A reason is required to change the owner or baseUrl of another user’s key', { details: [{ field: 'body.reason', message: 'required when changing the owner or baseUrl of another user’s key' }] });
+      }
+      const changed = Object.keys(patch).map((f) => (f === 'healthProbeModel' ? 'healthProbe' : f));
+      // A new expiry gets its own notices; a key checked against another upstream or probe starts again from unknown.
+      if (patch.expiresAt !== undefined) patch.expiryNoticeDays = null;
+      if (patch.baseUrl !== undefined || patch.healthProbeModel !== undefined) Object.assign(patch, FRESH_HEALTH);
+      if (patch.ownerId || patch.projectId || patch.baseUrl !== undefined) {
+        const moved = { ...key, ...patch };
+        if (patch.ownerId || patch.projectId) await this.assertBindable(tx, moved.ownerId, moved.projectId);
+        // The secret's AAD names its owner, project and upstream: moving or re-pointing it re-seals it under a fresh data key.
+        const plaintext = this.envelope.open(bindingOf(key), key);
         try {
-          Object.assign(patch, this.envelope.seal(binding(moved), plaintext));
+          Object.assign(patch, this.envelope.seal(bindingOf(moved), plaintext));
         } finally {
           plaintext.fill(0);
         }
@@ -274,8 +316,21 @@ export class ProviderKeysService {
         await this.keys.update(tx, id, patch);
       }
       const after = { ...key, ...patch };
+      // A virtual key was made for this owner, project and upstream: when one of them changes it ends for good (any
+      // baseUrl change, even on the same host: another path can be another service).
+      const revokedVirtualKeys = patch.ownerId || patch.projectId || patch.baseUrl !== undefined ? await this.virtualKeys.revokeForKey(tx, id, patch.updatedAt ?? new Date()) : 0;
       await this.audit.record(tx, actor, 'provider_key.update', 'success', target(after), {
-        detail: { changed, ...(patch.ownerId ? { fromOwnerId: key.ownerId } : {}), ...(patch.projectId ? { fromProjectId: key.projectId } : {}), ...(patch.status ? { status: patch.status } : {}) },
+        ...(input.reason && (patch.baseUrl !== undefined || patch.ownerId) ? { reason: input.reason } : {}),
+        detail: {
+          changed,
+          ...(patch.ownerId ? { fromOwnerId: key.ownerId } : {}),
+          ...(patch.projectId ? { fromProjectId: key.projectId } : {}),
+          ...(patch.status ? { status: patch.status } : {}),
+          ...(patch.baseUrl !== undefined ? { fromBaseUrl: key.baseUrl, baseUrl: patch.baseUrl } : {}),
+          ...(patch.healthProbeModel !== undefined ? { healthProbe: patch.healthProbeModel } : {}),
+          ...(revokedVirtualKeys > 0 ? { revokedVirtualKeys } : {}),
+          ...(patch.secretIv ? { sealId: sealIdOf(after) } : {}),
+        },
       });
       return toProviderKey(after);
     });
@@ -288,14 +343,17 @@ export class ProviderKeysService {
       this.db.transaction(async (tx) => {
         const key = await this.findWritable(tx, actor, id);
         if (key.fingerprint !== fingerprint) await this.assertNotStored(tx, fingerprint);
+        const sealed = this.sealText(bindingOf(key), secret);
         const patch: Partial<ProviderKeyEntity> = {
           hint: hintFor(key.provider as Provider, secret),
           fingerprint,
           updatedAt: new Date(),
-          ...this.sealText(binding(key), secret),
+          secretSetAt: new Date(),
+          ...FRESH_HEALTH,
+          ...sealed,
         };
         await this.keys.update(tx, id, patch);
-        await this.audit.record(tx, actor, 'provider_key.rotate', 'success', target(key), { detail: { name: key.name } });
+        await this.audit.record(tx, actor, 'provider_key.rotate', 'success', target(key), { detail: { name: key.name, sealId: sealIdOf(sealed) } });
         return toProviderKey({ ...key, ...patch });
       }),
     );
@@ -307,9 +365,11 @@ export class ProviderKeysService {
   async delete(actor: Actor, id: string): Promise<void> {
     await this.db.transaction(async (tx) => {
       const key = await this.findWritable(tx, actor, id);
+      const at = new Date();
+      const revokedVirtualKeys = await this.virtualKeys.revokeForKey(tx, id, at);
       await this.keys.update(tx, id, {
         status: 'deleted',
-        updatedAt: new Date(),
+        updatedAt: at,
         fingerprint: null,
         kekVersion: null,
         wrappedDek: null,
@@ -319,7 +379,7 @@ export class ProviderKeysService {
         secretIv: null,
         secretTag: null,
       });
-      await this.audit.record(tx, actor, 'provider_key.delete', 'success', target(key), { detail: { name: key.name } });
+      await this.audit.record(tx, actor, 'provider_key.delete', 'success', target(key), { detail: { name: key.name, ...(revokedVirtualKeys > 0 ? { revokedVirtualKeys } : {}) } });
     });
     await this.db.scrub();
   }
@@ -331,57 +391,52 @@ export class ProviderKeysService {
    * together share that transaction (see revealBatch).
    */
   async reveal(actor: Actor, id: string, reason: string | undefined): Promise<Revealed> {
-    const allowance = this.spendRevealAllowance(actor).then(
+    const allowance = spendAllowance(this.revealLimits, actor, 'provider-keys:reveal').then(
       (refusal) => refusal,
       (err: unknown) => (err instanceof AppError ? err : new UnavailableError('Rate-limit state is unavailable', err)),
     );
-    const done = await this.reveals.submit({ actor, id, reason, allowance });
+    const done = await this.reveals.load({ actor, id, reason, allowance });
     if (done.error) throw done.error;
+    const k = done.key;
+    this.notifier.publish(
+      'provider_key.revealed',
+      { keyId: k.id, name: k.name, provider: k.provider, projectId: k.projectId, ownerId: k.ownerId, actorId: actor.userId, actorUsername: actor.username, via: actor.via, why: k.ownerId === actor.userId ? 'owner' : 'admin_with_reason', reason: reason ?? null },
+      done.at,
+    );
     const secret = done.opened.toString('utf8');
     done.opened.fill(0);
     return { id: done.key.id, secret, hint: done.key.hint, revealedAt: done.at.toISOString() };
   }
 
-  /** Both allowances at once (one round trip to a shared store, not two); a refusal is returned, to be audited. */
-  private async spendRevealAllowance(actor: Actor): Promise<RateLimitedError | undefined> {
-    const [byUser, byIp] = await Promise.allSettled([consume(this.revealLimits.byUser, actor.userId), actor.ip ? consume(this.revealLimits.byIp, actor.ip) : undefined]);
-    const refused = [byUser, byIp].find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (!refused) return undefined;
-    const err: unknown = refused.reason;
-    if (!(err instanceof RateLimitedError)) throw err;
-    // One user over their own allowance must not use up the address's, which everyone behind one NAT or proxy shares.
-    // If the give-back fails the point simply stays spent (stricter, never looser).
-    if (byUser.status === 'rejected' && byIp.status === 'fulfilled' && actor.ip) await reward(this.revealLimits.byIp, actor.ip).catch(() => undefined);
-    return err;
-  }
-
   /**
    * Group commit for reveals: the reveals that arrived in one turn of the event loop are decided, opened and audited
-   * in one transaction of five statements (the keys read and locked, every audit row, every counter), instead of five
-   * statements each. Each keeps its own decision and its own audit row, and hears nothing before the COMMIT. If the
+   * in one transaction (the keys read and locked in one statement, every audit row in one, every counter in one),
+   * instead of a transaction each. Each keeps its own decision and its own audit row, and hears nothing before the COMMIT. If the
    * transaction fails for any reason but an unreachable database, each reveal is run again alone, so one bad request
    * cannot fail the others.
    */
-  private async revealBatch(reqs: RevealRequest[]): Promise<Array<PromiseSettledResult<RevealDone>>> {
+  private async revealBatch(reqs: readonly RevealRequest[]): Promise<Array<RevealDone | Error>> {
     try {
-      return (await this.revealTogether(reqs)).map((value) => ({ status: 'fulfilled', value }));
+      return await this.revealTogether(reqs);
     } catch (err) {
-      if (reqs.length === 1 || unreachable(err)) throw err;
-      return Promise.allSettled(reqs.map(async (r) => (await this.revealTogether([r]))[0]));
+      // A batch that kept losing races for its keys' rows (Galera: to other nodes) is split too: alone, each reveal
+      // touches one key row, and its own retries are much likelier to win.
+      if (reqs.length === 1 || (unreachable(err) && !isConflict(err))) throw err;
+      return Promise.all(reqs.map((r) => this.revealTogether([r]).then(([done]) => done, (e: unknown) => (e instanceof Error ? e : new Error(String(e))))));
     }
   }
 
-  private async revealTogether(reqs: RevealRequest[]): Promise<RevealDone[]> {
-    const now = new Date();
+  private async revealTogether(reqs: readonly RevealRequest[]): Promise<RevealDone[]> {
+    const allowances = await Promise.all(reqs.map((r) => r.allowance));
     const opened: Buffer[] = [];
     const zero = () => opened.splice(0).forEach((b) => b.fill(0));
     const ids = [...new Set(reqs.map((r) => r.id))].sort();
-    let rows: AuditEventEntity[] = [];
     try {
-      const done = await this.db.readThenWrite(this.keys.byIdsStatement(ids), Promise.all(reqs.map((r) => r.allowance)), (found, allowances) => {
-        zero(); // a deadlock retry decides again
-        const keys = this.keys.keysOf(found);
-        rows = [];
+      return await this.db.transaction(async (tx) => {
+        zero(); // a transaction the server aborted is run again, and decides again
+        const now = new Date();
+        const keys = await this.keys.findByIds(tx, ids, true);
+        const rows: AuditEventEntity[] = [];
         const counts = new Map<string, number>();
         const answers = reqs.map((r, i): RevealDone => {
           const refuse = (outcome: AuditOutcome, error: AppError, where: AuditTarget, why?: string) => {
@@ -397,23 +452,22 @@ export class ProviderKeysService {
           if (!decision.allowed) return refuse(decision.outcome, decision.error, target(key), decision.why);
           let secret: Buffer;
           try {
-            secret = this.envelope.open(binding(key), key);
+            // A format-1 sealing (not bound to provider and baseUrl) can still be revealed: nothing is sent anywhere.
+            secret = this.envelope.open(bindingOf(key), key, { legacy: true });
           } catch (err) {
             // Damaged or moved bytes: the trail says so (and only so); no success row, no reveal counted.
             return refuse('error', err instanceof IntegrityError ? err : new IntegrityError(undefined, err), target(key), 'integrity_check_failed');
           }
           opened.push(secret);
-          rows.push(this.audit.build(r.actor, 'provider_key.reveal', 'success', target(key), { reason: r.reason, detail: { why: decision.why } }));
+          // The sealing opened: verify tells a reveal of an older copy, put back in the database, from the current one.
+          rows.push(this.audit.build(r.actor, 'provider_key.reveal', 'success', target(key), { reason: r.reason, detail: { why: decision.why, sealId: sealIdOf(key) } }));
           counts.set(key.id, (counts.get(key.id) ?? 0) + 1);
           return { key, opened: secret, at: now };
         });
-        const writes = [];
-        if (rows.length > 0) writes.push(this.audit.insertStatement(rows));
-        if (counts.size > 0) writes.push(this.keys.revealCountsStatement(counts, now));
-        return { writes, result: answers };
+        await this.audit.recordBuilt(tx, rows);
+        if (counts.size > 0) await this.keys.addReveals(tx, counts, now);
+        return answers;
       });
-      this.audit.logCommitted(rows);
-      return done;
     } catch (err) {
       zero();
       // No audit row, no reveal: the caller gets 503, never the secret.
@@ -421,11 +475,16 @@ export class ProviderKeysService {
     }
   }
 
-  /** The key's audit trail, for its owner, admins and auditors. */
+  /**
+   * The key's audit trail, for its owner, admins and auditors. A member sees where their own requests came from, but
+   * not the addresses and browsers of anyone else in it (a previous owner, an admin).
+   */
   async auditTrail(actor: Actor, id: string, page: Page): Promise<PageResult<AuditEvent>> {
     await this.db.read((m) => this.findVisibleTo(m, actor, id));
     if (!can(actor, 'provider-keys:read') && !can(actor, 'audit:read')) throw new ForbiddenError('Reading a key’s trail needs the provider-keys:read or audit:read right');
-    return this.audit.listForKey(id, page);
+    const trail = await this.audit.listForKey(id, page);
+    if (actor.role !== 'member') return trail;
+    return { ...trail, items: trail.items.map((e) => (e.actorId === actor.userId ? e : { ...e, ip: null, userAgent: null })) };
   }
 
   private sealText(where: SecretBinding, secret: string) {

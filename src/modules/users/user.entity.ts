@@ -1,5 +1,5 @@
 import { Column, Entity, PrimaryColumn } from 'typeorm';
-import { epochMs } from '../../db/columns';
+import { epochMs, flag } from '../../db/columns';
 
 export const ROLES = ['admin', 'member', 'auditor'] as const;
 export type Role = (typeof ROLES)[number];
@@ -16,6 +16,8 @@ export class UserEntity {
   @Column({ name: 'password_hash', type: 'varchar', length: 255 }) passwordHash: string;
   /** Bumped on every password change; sessions carry it and die when it moves. */
   @Column({ name: 'session_epoch', type: 'int', default: 0 }) sessionEpoch: number;
+  /** Set when someone else chose the password (an admin, the CLI): the user must change it before doing anything else. */
+  @Column({ name: 'must_change_password', type: 'smallint', default: 0, transformer: flag }) mustChangePassword: boolean;
   @Column({ name: 'created_at', type: 'bigint', transformer: epochMs }) createdAt: Date;
   @Column({ name: 'updated_at', type: 'bigint', transformer: epochMs }) updatedAt: Date;
 }

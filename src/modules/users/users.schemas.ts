@@ -16,7 +16,7 @@ export const password = z
 
 export const createUserBody = z.strictObject({
   username,
-  password,
+  password: password.optional(),
   role: z.enum(ROLES),
   displayName: text(128).optional(),
 });

@@ -1,11 +1,13 @@
+import type { EntityManager } from 'typeorm';
 import type { Database } from '../../db/database';
-import { isUniqueViolation } from '../../db/database';
+import { isUniqueViolation } from '../../db/errors';
 import { ConflictError, ForbiddenError, NotFoundError } from '../../errors';
 import { newId } from '../../ids';
-import { hashPassword } from '../../crypto/passwords';
-import { Page, PageResult, toPageResult } from '../../http/pagination';
-import { Actor, can } from '../auth/actor';
+import { hashPassword, NO_PASSWORD } from '../../crypto/passwords';
+import { Page, PageResult, toPageResult } from '../../pagination';
+import { Actor, can, ROLE_SCOPES } from '../auth/actor';
 import type { AuditService } from '../audit/audit.service';
+import type { ApiTokensRepository } from '../api-tokens/api-tokens.repository';
 import { Role, UserEntity, UserStatus } from './user.entity';
 import type { UsersRepository } from './users.repository';
 
@@ -15,6 +17,7 @@ export interface User {
   displayName: string | null;
   role: Role;
   status: UserStatus;
+  mustChangePassword: boolean;
   createdAt: string;
   updatedAt: string;
 }
@@ -22,6 +25,7 @@ export interface User {
 /** A token with users:write must not be a way to mint an admin or take over an account (and so every secret). */
 const TOKEN_ADMIN_STATUS = 'API tokens cannot disable or enable admins; sign in to do this';
 const TOKEN_ESCALATION = 'API tokens cannot create admins, change roles or set passwords; sign in to do this';
+const TOKEN_PASSWORD = 'API tokens cannot choose a password: create the user without one, and an admin signed in sets it';
 
 export function toUser(e: UserEntity): User {
   return {
@@ -30,6 +34,7 @@ export function toUser(e: UserEntity): User {
     displayName: e.displayName,
     role: e.role,
     status: e.status,
+    mustChangePassword: e.mustChangePassword,
     createdAt: e.createdAt.toISOString(),
     updatedAt: e.updatedAt.toISOString(),
   };
@@ -37,9 +42,12 @@ export function toUser(e: UserEntity): User {
 
 export interface CreateUserInput {
   username: string;
-  password: string;
+  /** Without one the account cannot sign in until a password is set (its API tokens can only come from the CLI). */
+  password?: string;
   role: Role;
   displayName?: string;
+  /** Whether the password must be changed at the first sign-in; by default, unless the CLI chose otherwise. */
+  mustChangePassword?: boolean;
 }
 
 export interface UpdateUserInput {
@@ -53,15 +61,17 @@ export class UsersService {
   constructor(
     private readonly db: Database,
     private readonly users: UsersRepository,
+    private readonly tokens: Pick<ApiTokensRepository, 'revokeAllOf'>,
+    private readonly virtualKeys: { revokeAllOf(tx: EntityManager, userId: string, at: Date): Promise<Array<{ id: string; keyId: string; name: string }>> },
     private readonly audit: AuditService,
     private readonly scryptCost: number,
   ) {}
 
   async create(actor: Actor, input: CreateUserInput): Promise<User> {
     if (!can(actor, 'users:write')) throw new ForbiddenError('Creating users needs the users:write right');
-    if (actor.via === 'api_token' && input.role === 'admin') throw new ForbiddenError(TOKEN_ESCALATION);
+    if (actor.via === 'api_token') assertTokenMayCreate(actor, input);
     // Hash before the transaction: scrypt is slow by design and must not hold a database lock.
-    const passwordHash = await hashPassword(input.password, this.scryptCost);
+    const passwordHash = input.password === undefined ? NO_PASSWORD : await hashPassword(input.password, this.scryptCost);
     const now = new Date();
     const user = Object.assign(new UserEntity(), {
       id: newId(),
@@ -71,6 +81,8 @@ export class UsersService {
       status: 'active' as const,
       passwordHash,
       sessionEpoch: 0,
+      // Whoever chose this password is not the user (an admin, a script, an operator): only the user may keep one.
+      mustChangePassword: input.password !== undefined && (input.mustChangePassword ?? actor.via !== 'cli'),
       createdAt: now,
       updatedAt: now,
     });
@@ -78,7 +90,9 @@ export class UsersService {
       await this.db.transaction(async (tx) => {
         if (await this.users.findByUsername(tx, user.username)) throw new ConflictError(`Username "${user.username}" is taken`);
         await this.users.insert(tx, user);
-        await this.audit.record(tx, actor, 'user.create', 'success', {}, { detail: { userId: user.id, username: user.username, role: user.role } });
+        await this.audit.record(tx, actor, 'user.create', 'success', {}, {
+          detail: { userId: user.id, username: user.username, role: user.role, firstSignIn: input.password === undefined ? 'no_password' : user.mustChangePassword ? 'must_change_password' : 'ready' },
+        });
       });
     } catch (err) {
       if (isUniqueViolation(err)) throw new ConflictError(`Username "${user.username}" is taken`);
@@ -109,7 +123,7 @@ export class UsersService {
       if (!user) throw new NotFoundError('No such user');
       if (actor.via === 'api_token' && user.role === 'admin' && input.status !== undefined && input.status !== user.status) throw new ForbiddenError(TOKEN_ADMIN_STATUS);
       const losesAdmin = user.role === 'admin' && user.status === 'active' && ((input.role && input.role !== 'admin') || input.status === 'disabled');
-      if (losesAdmin && (await this.users.countActiveAdmins(tx)) <= 1) {
+      if (losesAdmin && (await this.users.countActiveAdminsLocked(tx)) <= 1) {
         throw new ConflictError('This is the last active admin; make another admin first');
       }
       const now = new Date();
@@ -121,17 +135,35 @@ export class UsersService {
       // Nothing to change: no write, no audit row, the same updatedAt.
       if (changed.length === 0 && passwordHash === undefined) return toUser(user);
       await this.users.update(tx, id, patch);
-      // Disabling ends every session for good: re-enabling must not bring an old token back.
-      const endSessions = passwordHash !== undefined || patch.status === 'disabled';
-      if (endSessions && !passwordHash) await this.users.bumpSessionEpoch(tx, id, user.passwordHash, now);
-      if (passwordHash) {
-        await this.users.bumpSessionEpoch(tx, id, passwordHash, now);
+      // A password chosen by someone else (an admin, the CLI) must be changed by the user before anything else.
+      const mustChange = passwordHash !== undefined ? actor.userId !== id : user.mustChangePassword;
+      if (passwordHash !== undefined) {
+        await this.users.setPassword(tx, id, passwordHash, mustChange, now);
         changed.push('password');
+      } else if (patch.status === 'disabled') {
+        await this.users.endSessions(tx, id, now);
       }
       await this.audit.record(tx, actor, 'user.update', 'success', {}, {
-        detail: { userId: id, username: user.username, changed, ...(patch.role ? { role: patch.role } : {}), ...(patch.status ? { status: patch.status } : {}) },
+        detail: {
+          userId: id,
+          username: user.username,
+          changed,
+          ...(patch.role ? { role: patch.role } : {}),
+          ...(patch.status ? { status: patch.status } : {}),
+          ...(passwordHash !== undefined ? { mustChangePassword: mustChange } : {}),
+        },
       });
-      return toUser({ ...user, ...patch } as UserEntity);
+      // Disabling ends every credential for good: sessions above, API tokens and virtual keys here, so re-enabling
+      // revives none of them.
+      if (patch.status === 'disabled') {
+        for (const t of await this.tokens.revokeAllOf(tx, id, now)) {
+          await this.audit.record(tx, actor, 'api_token.revoke', 'success', {}, { detail: { tokenId: t.id, userId: id, name: t.name, why: 'user_disabled' } });
+        }
+        for (const v of await this.virtualKeys.revokeAllOf(tx, id, now)) {
+          await this.audit.record(tx, actor, 'virtual_key.revoke', 'success', { keyId: v.keyId }, { detail: { virtualKeyId: v.id, userId: id, name: v.name, why: 'user_disabled' } });
+        }
+      }
+      return toUser({ ...user, ...patch, mustChangePassword: mustChange } as UserEntity);
     });
   }
 
@@ -149,4 +181,15 @@ export class UsersService {
   isEmpty(): Promise<boolean> {
     return this.db.read(async (m) => (await this.users.count(m)) === 0);
   }
+}
+
+/**
+ * A users:write token creates accounts it cannot use: never with a password (the holder would know it and sign in as
+ * the new user), never an admin, and only in a role whose every right the token holds itself.
+ */
+function assertTokenMayCreate(actor: Actor, input: CreateUserInput): void {
+  if (input.password !== undefined) throw new ForbiddenError(TOKEN_PASSWORD);
+  if (input.role === 'admin') throw new ForbiddenError(TOKEN_ESCALATION);
+  const lacking = ROLE_SCOPES[input.role].filter((s) => !actor.rights.has(s));
+  if (lacking.length > 0) throw new ForbiddenError(`This API token cannot create a ${input.role}: it lacks ${lacking.join(', ')}`);
 }

@@ -16,3 +16,13 @@ export function RoleBadge({ role }: { role: string }) {
   const { t } = useI18n();
   return <span className={`badge badge-role-${role}`}>{t(`role.${role}` as MessageKey)}</span>;
 }
+
+/** A key's health in words (never colour alone): valid, invalid, no credit, rate limited, provider error, unknown. */
+export function HealthBadge({ status }: { status: string }) {
+  const { t } = useI18n();
+  return (
+    <span className={`badge badge-health-${status}`} data-testid="health-badge" data-health={status}>
+      {t(`health.status.${status}` as MessageKey)}
+    </span>
+  );
+}

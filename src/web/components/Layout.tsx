@@ -11,6 +11,8 @@ const NAV: Array<{ to: string; label: MessageKey; roles: Role[] }> = [
   { to: '/audit', label: 'nav.audit', roles: ['admin', 'auditor'] },
   { to: '/users', label: 'nav.users', roles: ['admin', 'auditor'] },
   { to: '/projects', label: 'nav.projects', roles: ['admin', 'auditor'] },
+  { to: '/hygiene', label: 'nav.hygiene', roles: ['admin', 'auditor'] },
+  { to: '/webhooks', label: 'nav.webhooks', roles: ['admin'] },
   { to: '/tokens', label: 'nav.tokens', roles: ['admin', 'member', 'auditor'] },
 ];
 
@@ -45,7 +47,9 @@ export function Shell({ children }: { children: ReactNode }) {
             testId="user-menu"
             label={
               <>
-                <span className="user-name">{me.username}</span> <span className="user-role">{t(`role.${me.role}` as MessageKey)}</span>
+                <span className="user-name" title={me.username}>
+                  {me.username}
+                </span> <span className="user-role">{t(`role.${me.role}` as MessageKey)}</span>
               </>
             }
           >
@@ -58,7 +62,10 @@ export function Shell({ children }: { children: ReactNode }) {
           </Menu>
         </div>
       </header>
-      <main className="content">{children}</main>
+      {/* Focusable, so focus has somewhere sensible to go when the control that opened a dialog is gone. */}
+      <main className="content" tabIndex={-1}>
+        {children}
+      </main>
       {changingPassword && <PasswordDialog onClose={() => setChangingPassword(false)} />}
     </div>
   );

@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import type { PageOf } from '../api';
 import { useI18n } from '../i18n';
 
@@ -21,9 +21,13 @@ export function usePaged<T>(load: (cursor: string | null, limit: number) => Prom
   const navKey = `${key}|${limit}`;
   // Forget the old filters' pages at once: otherwise going back to earlier filters would reopen their old page.
   if (nav.key !== navKey) setNav({ key: navKey, stack: [null] });
-  const stack = nav.key === navKey ? nav.stack : [null];
+  const stack = useMemo(() => (nav.key === navKey ? nav.stack : [null]), [nav, navKey]);
   const cursor = stack[stack.length - 1];
 
+  // What the data on screen was loaded for: until it matches the page asked for, the list is loading (no render shows
+  // the old page's rows as if they were the new one's).
+  const wanted = `${navKey}|${cursor ?? ''}|${tick}`;
+  const [loadedFor, setLoadedFor] = useState<string | null>(null);
   useEffect(() => {
     let live = true;
     setLoading(true);
@@ -38,12 +42,15 @@ export function usePaged<T>(load: (cursor: string | null, limit: number) => Prom
         if (live) setError(e);
       })
       .finally(() => {
-        if (live) setLoading(false);
+        if (!live) return;
+        setLoading(false);
+        setLoadedFor(wanted);
       });
     return () => {
       live = false;
     };
-  }, [navKey, cursor, limit, tick]);
+  }, [navKey, cursor, limit, tick, wanted]);
+  const busy = loading || loadedFor !== wanted;
 
   const next = useCallback(() => {
     if (data?.nextCursor) setNav({ key: navKey, stack: [...stack, data.nextCursor] });
@@ -54,7 +61,7 @@ export function usePaged<T>(load: (cursor: string | null, limit: number) => Prom
   const reload = useCallback(() => setTick((n) => n + 1), []);
   const setLimit = useCallback((n: number) => setLimitState(n), []);
 
-  return { items: data?.items ?? [], loading, error, page: stack.length, hasNext: !!data?.nextCursor, hasPrev: stack.length > 1, next, prev, reload, limit, setLimit };
+  return { items: data?.items ?? [], loading: busy, error, page: stack.length, hasNext: !!data?.nextCursor, hasPrev: stack.length > 1, next, prev, reload, limit, setLimit };
 }
 
 export interface PagerState {

@@ -1,6 +1,7 @@
 import { createContext, useCallback, useContext, useEffect, useMemo, useState, type ReactNode } from 'react';
 import { en, type MessageKey } from './en';
 import { zh } from './zh';
+import { formatDate, formatDateTime, pluralForm, zoneOf } from './format';
 
 export type Lang = 'en' | 'zh';
 export type { MessageKey };
@@ -26,13 +27,20 @@ export function translate(lang: Lang, key: MessageKey, params?: Record<string, s
   return template.replace(/\{(\w+)\}/g, (m, name: string) => (name in params ? String(params[name]) : m));
 }
 
+/** Keys with plural forms (`<base>.one`, `<base>.other`), chosen by Intl.PluralRules for the count. */
+type PluralKey = MessageKey extends infer K ? (K extends `${infer B}.other` ? B : never) : never;
+
 interface I18n {
   lang: Lang;
   setLang(lang: Lang): void;
   t: T;
-  /** Date and time in the reader's time zone, in the chosen language. */
+  /** `tn('audit.unsealed', 1, …)`: the form for the count ("1 newer event is…", "2 newer events are…"); `{n}` is the count. */
+  tn(key: PluralKey, n: number, params?: Record<string, string | number>): string;
+  /** `2026-12-04 20:25:59 UTC+8`: the reader's time zone, named, the same in every language. */
   dateTime(iso: string | null | undefined): string;
   date(iso: string | null | undefined): string;
+  /** The reader's offset from UTC at that moment (now by default), as `UTC+8`, for labels of local-time inputs. */
+  zone(iso?: string | null): string;
   number(n: number): string;
 }
 
@@ -53,15 +61,16 @@ export function I18nProvider({ children }: { children: ReactNode }) {
   }, [lang]);
   const value = useMemo<I18n>(() => {
     const locale = lang === 'zh' ? 'zh-CN' : 'en-GB';
-    const dtf = new Intl.DateTimeFormat(locale, { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
-    const df = new Intl.DateTimeFormat(locale, { year: 'numeric', month: '2-digit', day: '2-digit' });
     const nf = new Intl.NumberFormat(locale);
+    const plural = new Intl.PluralRules(locale);
     return {
       lang,
       setLang,
       t: (key, params) => translate(lang, key, params),
-      dateTime: (iso) => (iso ? dtf.format(new Date(iso)) : ''),
-      date: (iso) => (iso ? df.format(new Date(iso)) : ''),
+      tn: (key, n, params) => translate(lang, pluralForm(DICTS[lang], plural, key, n), { n: nf.format(n), ...params }),
+      dateTime: (iso) => (iso ? formatDateTime(iso) : ''),
+      date: (iso) => (iso ? formatDate(iso) : ''),
+      zone: (iso) => zoneOf(iso),
       number: (n) => nf.format(n),
     };
   }, [lang, setLang]);

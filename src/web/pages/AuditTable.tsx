@@ -1,100 +1,108 @@
-import { Fragment, useState } from 'react';
+import { useState } from 'react';
 import type { AuditEvent } from '../api';
 import { useDirectory } from '../directory';
 import { useI18n, type MessageKey } from '../i18n';
 import { Link } from '../router';
 import { OutcomeBadge } from '../components/Badges';
+import { DataTable } from '../components/DataTable';
 
-/** Audit rows: who, what, outcome, from where, why — with a details row (user agent, request id, detail). */
+/** A reveal by anyone but the key's owner: what an auditor looks at first. */
+export const revealedByOther = (e: AuditEvent) => e.action === 'provider_key.reveal' && !!e.ownerId && e.actorId !== e.ownerId;
+
+/** Audit rows: when, what, outcome, who, whose key, from where, why — with details (user agent, request id, detail). */
 export function AuditTable({ events, showKey, loading, emptyText, keyNames }: { events: AuditEvent[]; showKey: boolean; loading: boolean; emptyText: string; keyNames?: Map<string, string> }) {
   const { t, dateTime } = useI18n();
-  const { projectName } = useDirectory();
+  const { projectName, userName } = useDirectory();
   const [open, setOpen] = useState<string | null>(null);
-  const cols = showKey ? 9 : 7;
   const via = (e: AuditEvent) => (e.via === 'api_token' ? t('audit.viaToken') : e.via === 'cli' ? t('audit.viaCli') : null);
+  const none = t('common.none');
   return (
-    <div className="table-wrap">
-      <table className="table audit-table" data-testid="audit-table" aria-busy={loading}>
-        <thead>
-          <tr>
-            <th>{t('audit.col.at')}</th>
-            <th>{t('audit.col.action')}</th>
-            <th>{t('audit.col.outcome')}</th>
-            <th>{t('audit.col.user')}</th>
-            {showKey && <th>{t('audit.col.key')}</th>}
-            {showKey && <th>{t('audit.col.project')}</th>}
-            <th>{t('audit.col.ip')}</th>
-            <th>{t('audit.col.reason')}</th>
-            <th>
-              <span className="sr-only">{t('audit.details')}</span>
-            </th>
-          </tr>
-        </thead>
-        <tbody>
-          {events.map((e) => (
-            <Fragment key={e.id}>
-              <tr data-testid="audit-row" data-action={e.action} data-outcome={e.outcome}>
-                <td className="nowrap">{dateTime(e.at)}</td>
-                <td>{t(`action.${e.action}` as MessageKey)}</td>
-                <td>
-                  <OutcomeBadge outcome={e.outcome} />
-                </td>
-                <td>
-                  {e.actorUsername ?? t('common.none')}
-                  {e.actorRole && <span className="muted small"> · {t(`role.${e.actorRole}` as MessageKey)}</span>}
-                </td>
-                {showKey && <td>{e.keyId ? <Link to={`/keys/${e.keyId}`}>{keyNames?.get(e.keyId) ?? e.keyId.slice(0, 8)}</Link> : t('common.none')}</td>}
-                {showKey && <td>{e.projectId ? projectName(e.projectId) : t('common.none')}</td>}
-                <td className="nowrap">
-                  {e.ip ?? t('common.none')}
-                  {via(e) && <span className="muted small"> · {via(e)}</span>}
-                </td>
-                <td className="reason">{e.reason ?? ''}</td>
-                <td>
-                  <button type="button" className="link small" aria-expanded={open === e.id} onClick={() => setOpen(open === e.id ? null : e.id)}>
-                    {t('audit.details')}
-                  </button>
-                </td>
-              </tr>
-              {open === e.id && (
-                <tr className="details-row">
-                  <td colSpan={cols}>
-                    <dl className="kv small">
-                      <dt>ID</dt>
-                      <dd>
-                        <code>{e.id}</code>
-                      </dd>
-                      <dt>{t('audit.col.seq')}</dt>
-                      <dd>{e.seq ?? t('common.none')}</dd>
-                      <dt>{t('audit.userAgent')}</dt>
-                      <dd>{e.userAgent ?? t('common.none')}</dd>
-                      <dt>{t('audit.requestId')}</dt>
-                      <dd>
-                        <code>{e.requestId ?? t('common.none')}</code>
-                      </dd>
-                      {e.detail && (
-                        <>
-                          <dt>{t('audit.details')}</dt>
-                          <dd>
-                            <code className="wrap">{JSON.stringify(e.detail)}</code>
-                          </dd>
-                        </>
-                      )}
-                    </dl>
-                  </td>
-                </tr>
-              )}
-            </Fragment>
-          ))}
-          {!loading && events.length === 0 && (
-            <tr>
-              <td colSpan={cols} className="empty">
-                {emptyText}
-              </td>
-            </tr>
-          )}
-        </tbody>
-      </table>
-    </div>
+    <DataTable
+      rows={events}
+      rowKey={(e) => e.id}
+      rowAttrs={(e) => ({ 'data-testid': 'audit-row', 'data-action': e.action, 'data-outcome': e.outcome, 'data-other': String(revealedByOther(e)) })}
+      loading={loading}
+      label={t('audit.title')}
+      testId="audit-table"
+      className="audit-table"
+      empty={emptyText}
+      columns={[
+        { id: 'at', header: t('audit.col.at'), className: 'nowrap', cell: (e) => dateTime(e.at) },
+        { id: 'action', header: t('audit.col.action'), cell: (e) => t(`action.${e.action}` as MessageKey) },
+        { id: 'outcome', header: t('audit.col.outcome'), cell: (e) => <OutcomeBadge outcome={e.outcome} /> },
+        {
+          id: 'user',
+          header: t('audit.col.user'),
+          cell: (e) => (
+            <>
+              {e.actorUsername ?? none}
+              {e.actorRole && <span className="muted small"> · {t(`role.${e.actorRole}` as MessageKey)}</span>}
+            </>
+          ),
+        },
+        showKey && { id: 'key', header: t('audit.col.key'), cell: (e) => (e.keyId ? <Link to={`/keys/${e.keyId}`}>{keyNames?.get(e.keyId) ?? e.keyId.slice(0, 8)}</Link> : none) },
+        {
+          id: 'owner',
+          header: t('audit.col.owner'),
+          cell: (e) =>
+            e.ownerId ? (
+              <>
+                {userName(e.ownerId)}
+                {revealedByOther(e) && (
+                  <span className="badge badge-other" data-testid="not-owner">
+                    {t('audit.notOwner')}
+                  </span>
+                )}
+              </>
+            ) : (
+              none
+            ),
+        },
+        showKey && { id: 'project', header: t('audit.col.project'), cell: (e) => (e.projectId ? projectName(e.projectId) : none) },
+        {
+          id: 'ip',
+          header: t('audit.col.ip'),
+          className: 'nowrap',
+          cell: (e) => (
+            <>
+              {e.ip ?? none}
+              {via(e) && <span className="muted small"> · {via(e)}</span>}
+            </>
+          ),
+        },
+        { id: 'reason', header: t('audit.col.reason'), className: 'reason', cell: (e) => e.reason ?? '' },
+      ]}
+      actions={(e) => (
+        <button type="button" className="link small" aria-expanded={open === e.id} aria-label={t('audit.detailsOf', { action: t(`action.${e.action}` as MessageKey), at: dateTime(e.at) })} onClick={() => setOpen(open === e.id ? null : e.id)}>
+          {t('audit.details')}
+        </button>
+      )}
+      extra={(e) =>
+        open === e.id && (
+          <dl className="kv small audit-details">
+            <dt>ID</dt>
+            <dd>
+              <code>{e.id}</code>
+            </dd>
+            <dt>{t('audit.col.seq')}</dt>
+            <dd>{e.seq ?? none}</dd>
+            <dt>{t('audit.userAgent')}</dt>
+            <dd>{e.userAgent ?? none}</dd>
+            <dt>{t('audit.requestId')}</dt>
+            <dd>
+              <code>{e.requestId ?? none}</code>
+            </dd>
+            {e.detail && (
+              <>
+                <dt>{t('audit.details')}</dt>
+                <dd>
+                  <code className="wrap">{JSON.stringify(e.detail)}</code>
+                </dd>
+              </>
+            )}
+          </dl>
+        )
+      }
+    />
   );
 }

@@ -1,5 +1,5 @@
 import { useCallback, useState, type ReactNode } from 'react';
-import { api, type ProviderKey, type Revealed } from '../api';
+import { call, client, type ProviderKey, type Revealed } from '../api';
 import { errorText } from '../errors';
 import { useI18n } from '../i18n';
 import { navigate } from '../router';
@@ -27,6 +27,7 @@ export function useKeyActions({ onChanged, onNotice, afterDelete }: { onChanged(
   const [open, setOpen] = useState<Open>(null);
   const [revealing, setRevealing] = useState<string | null>(null);
   const close = useCallback(() => setOpen(null), []);
+  const openAdd = useCallback(() => setOpen({ kind: 'add' }), []);
 
   const canReveal = (k: ProviderKey) => me.role !== 'auditor' && k.status !== 'deleted';
   const canWrite = (k: ProviderKey) => me.role === 'admin' && k.status !== 'deleted';
@@ -92,7 +93,7 @@ export function useKeyActions({ onChanged, onNotice, afterDelete }: { onChanged(
             danger={disabling}
             onClose={close}
             onConfirm={async () => {
-              await api('PATCH', `/provider-keys/${k.id}`, { body: { status: disabling ? 'disabled' : 'active' } });
+              await call(client.PATCH('/api/v1/provider-keys/{id}', { params: { path: { id: k.id } }, body: { status: disabling ? 'disabled' : 'active' } }));
               onNotice({ kind: 'success', text: disabling ? t('keys.disabledDone', { name: k.name }) : t('keys.enabledDone', { name: k.name }) });
               onChanged();
             }}
@@ -109,7 +110,7 @@ export function useKeyActions({ onChanged, onNotice, afterDelete }: { onChanged(
             danger
             onClose={close}
             onConfirm={async () => {
-              await api('DELETE', `/provider-keys/${k.id}`);
+              await call(client.DELETE('/api/v1/provider-keys/{id}', { params: { path: { id: k.id } } }));
               onNotice({ kind: 'success', text: t('keys.deleted', { name: k.name }) });
               onChanged();
               afterDelete?.();
@@ -138,12 +139,12 @@ export function useKeyActions({ onChanged, onNotice, afterDelete }: { onChanged(
   const buttons = (k: ProviderKey, opts: { detailLink?: boolean } = {}) => (
     <div className="row-actions">
       {canReveal(k) && (
-        <button type="button" className="primary small" onClick={() => void reveal(k)} disabled={revealing === k.id} data-testid="reveal-button">
+        <button type="button" className="primary small" onClick={() => void reveal(k)} disabled={revealing === k.id} aria-label={revealing === k.id ? undefined : t('keys.revealNamed', { name: k.name })} data-testid="reveal-button">
           {revealing === k.id ? t('reveal.busy') : t('keys.reveal')}
         </button>
       )}
       {(canWrite(k) || opts.detailLink) && (
-        <Menu label={<span aria-label={t('common.more')}>⋯</span>} className="row-menu" testId="key-menu">
+        <Menu label={<span aria-hidden="true">⋯</span>} ariaLabel={t('common.moreFor', { name: k.name })} className="row-menu" testId="key-menu">
           {opts.detailLink && (
             <button type="button" role="menuitem" onClick={() => navigate(`/keys/${k.id}`)}>
               {t('keys.openDetail')}
@@ -170,5 +171,5 @@ export function useKeyActions({ onChanged, onNotice, afterDelete }: { onChanged(
     </div>
   );
 
-  return { dialogs, buttons, openAdd: () => setOpen({ kind: 'add' }) };
+  return { dialogs, buttons, openAdd };
 }

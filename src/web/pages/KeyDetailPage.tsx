@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState } from 'react';
-import { api, ApiError, qs, type AuditEvent, type PageOf, type ProviderKey } from '../api';
+import { call, client, ApiError, qs, query, type AuditEvent, type ProviderKey } from '../api';
 import { useDirectory } from '../directory';
 import { errorText } from '../errors';
 import { useTitle } from '../hooks';
@@ -7,10 +7,15 @@ import { useI18n, type MessageKey } from '../i18n';
 import { Link } from '../router';
 import { useMe } from '../session';
 import { Alert } from '../components/Alert';
-import { StatusBadge } from '../components/Badges';
+import { HealthBadge, StatusBadge } from '../components/Badges';
 import { Pager, usePaged } from '../components/Pager';
+import { PROVIDER_BASE_URL, type Provider } from '../providers';
 import { AuditTable } from './AuditTable';
+import { GatewaySnippet } from './GatewaySnippet';
+import { HealthSection } from './KeyHealth';
 import { useKeyActions, type Notice } from './KeyActions';
+import { UsageSection } from './KeyUsage';
+import { VirtualKeysSection } from './VirtualKeys';
 
 export function KeyDetailPage({ id }: { id: string }) {
   const { t, dateTime, number } = useI18n();
@@ -24,7 +29,7 @@ export function KeyDetailPage({ id }: { id: string }) {
 
   useEffect(() => {
     let live = true;
-    api<ProviderKey>('GET', `/provider-keys/${encodeURIComponent(id)}`)
+    call(client.GET('/api/v1/provider-keys/{id}', { params: { path: { id } } }))
       .then((key) => live && (setK(key), setError(null)))
       .catch((e: unknown) => live && setError(e));
     return () => {
@@ -32,7 +37,7 @@ export function KeyDetailPage({ id }: { id: string }) {
     };
   }, [id, tick]);
 
-  const trail = usePaged<AuditEvent>((cursor, limit) => api<PageOf<AuditEvent>>('GET', `/provider-keys/${encodeURIComponent(id)}/audit-events${qs({ limit, cursor })}`), id);
+  const trail = usePaged<AuditEvent>((cursor, limit) => call(client.GET('/api/v1/provider-keys/{id}/audit-events', { params: { path: { id }, query: query('/api/v1/provider-keys/{id}/audit-events', { limit, cursor }) } })), id);
   const reloadAll = useCallback(() => {
     setTick((n) => n + 1);
     trail.reload();
@@ -59,7 +64,7 @@ export function KeyDetailPage({ id }: { id: string }) {
       </p>
       <div className="page-head">
         <h1 className="key-title">
-          <span data-testid="detail-name">{k.name}</span> <StatusBadge status={k.status} expiresAt={k.expiresAt} />
+          <span data-testid="detail-name">{k.name}</span> <StatusBadge status={k.status} expiresAt={k.expiresAt} /> {k.status !== 'deleted' && <HealthBadge status={k.health.status} />}
         </h1>
         {actions.buttons(k)}
       </div>
@@ -84,6 +89,10 @@ export function KeyDetailPage({ id }: { id: string }) {
           <dd className="pre" data-testid="detail-remark">
             {k.remark ?? t('common.none')}
           </dd>
+          <dt>{t('keyForm.baseUrl')}</dt>
+          <dd data-testid="detail-base-url">
+            <BaseUrl k={k} />
+          </dd>
           <dt>{t('keyForm.expiresAt')}</dt>
           <dd>{k.expiresAt ? dateTime(k.expiresAt) : t('keyForm.noExpiry')}</dd>
           <dt>{t('keys.col.lastRevealed')}</dt>
@@ -103,6 +112,22 @@ export function KeyDetailPage({ id }: { id: string }) {
         </dl>
       </section>
 
+      <HealthSection k={k} onChanged={reloadAll} />
+
+      {me.role !== 'auditor' && (
+        <section aria-labelledby="gateway-heading" className="gateway">
+          <div className="section-head">
+            <div>
+              <h2 id="gateway-heading">{t('detail.gateway')}</h2>
+              <p className="muted small">{t('detail.gatewayNote')}</p>
+            </div>
+          </div>
+          <VirtualKeysSection k={k} key={tick} onChanged={trail.reload} />
+          <GatewaySnippet k={k} />
+        </section>
+      )}
+      <UsageSection keyId={k.id} />
+
       <div className="section-head">
         <div>
           <h2>{t('detail.trail')}</h2>
@@ -116,4 +141,18 @@ export function KeyDetailPage({ id }: { id: string }) {
       {actions.dialogs}
     </div>
   );
+}
+
+/** The key's own base URL, else the provider's default (said so), else a note that the gateway cannot use it yet. */
+function BaseUrl({ k }: { k: ProviderKey }) {
+  const { t } = useI18n();
+  if (k.baseUrl) return <code className="wrap">{k.baseUrl}</code>;
+  const fallback = PROVIDER_BASE_URL[k.provider as Provider];
+  if (fallback)
+    return (
+      <>
+        <code className="wrap">{fallback}</code> <span className="muted small">({t('detail.baseUrlDefault')})</span>
+      </>
+    );
+  return <span className="muted">{t('detail.baseUrlNone')}</span>;
 }

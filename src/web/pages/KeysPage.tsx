@@ -1,13 +1,15 @@
 import { useEffect, useState } from 'react';
-import { api, PROVIDERS, qs, type PageOf, type ProviderKey } from '../api';
+import { call, client, HEALTH_STATUSES, PROVIDERS, qs, query, type ProviderKey } from '../api';
 import { useDirectory } from '../directory';
 import { errorText } from '../errors';
-import { useTitle } from '../hooks';
+import { useOpenFromQuery, useTitle } from '../hooks';
 import { useI18n, type MessageKey } from '../i18n';
 import { Link } from '../router';
 import { useMe } from '../session';
 import { Alert } from '../components/Alert';
-import { StatusBadge } from '../components/Badges';
+import { HealthBadge, StatusBadge } from '../components/Badges';
+import { DataTable } from '../components/DataTable';
+import { SetupGuide } from './SetupGuide';
 import { Pager, usePaged } from '../components/Pager';
 import { useKeyActions, type Notice } from './KeyActions';
 
@@ -16,14 +18,15 @@ interface Filters {
   ownerId: string;
   provider: string;
   status: string;
+  health: string;
 }
 
-const FILTER_NAMES: Array<keyof Filters> = ['projectId', 'ownerId', 'provider', 'status'];
+const FILTER_NAMES: Array<keyof Filters> = ['projectId', 'ownerId', 'provider', 'status', 'health'];
 
 /** Filters (never the free-text search, which someone might paste a secret into) are kept in the URL. */
 function filtersFromUrl(): Filters {
   const q = new URLSearchParams(window.location.search);
-  return { projectId: q.get('projectId') ?? '', ownerId: q.get('ownerId') ?? '', provider: q.get('provider') ?? '', status: q.get('status') ?? '' };
+  return { projectId: q.get('projectId') ?? '', ownerId: q.get('ownerId') ?? '', provider: q.get('provider') ?? '', status: q.get('status') ?? '', health: q.get('health') ?? '' };
 }
 
 export function KeysPage() {
@@ -49,10 +52,14 @@ export function KeysPage() {
   }, [filters]);
 
   const key = JSON.stringify([filters, q]);
-  const pager = usePaged<ProviderKey>((cursor, limit) => api<PageOf<ProviderKey>>('GET', `/provider-keys${qs({ ...filters, q, limit, cursor })}`), key);
+  const pager = usePaged<ProviderKey>((cursor, limit) => call(client.GET('/api/v1/provider-keys', { params: { query: query('/api/v1/provider-keys', { ...filters, q, limit, cursor }) } })), key);
   const actions = useKeyActions({ onChanged: pager.reload, onNotice: setNotice });
   const set = (name: keyof Filters) => (e: { target: { value: string } }) => setFilters((f) => ({ ...f, [name]: e.target.value }));
   const filtered = q !== '' || FILTER_NAMES.some((n) => filters[n]);
+  // An empty vault (no filter, nothing listed): the admin gets the setup path instead of a bare "nothing here".
+  const showGuide = me.role === 'admin' && !filtered && !pager.loading && pager.error == null && pager.page === 1 && pager.items.length === 0;
+
+  useOpenFromQuery(me.role === 'admin', actions.openAdd);
 
   return (
     <div className="page">
@@ -67,7 +74,7 @@ export function KeysPage() {
       {me.role === 'member' && <p className="muted">{t('keys.memberNote')}</p>}
 
       <div className="filters" role="search">
-        <input type="search" className="search" placeholder={t('keys.searchPlaceholder')} aria-label={t('common.search')} value={search} onChange={(e) => setSearch(e.target.value)} maxLength={128} autoComplete="off" spellCheck={false} data-testid="key-search" />
+        <input type="search" className="search" placeholder={t('keys.searchPlaceholder')} aria-label={t('keys.searchLabel')} value={search} onChange={(e) => setSearch(e.target.value)} maxLength={128} autoComplete="off" spellCheck={false} data-testid="key-search" />
         <label>
           <span>{t('keys.filterProject')}</span>
           <select value={filters.projectId} onChange={set('projectId')} data-testid="filter-project">
@@ -114,6 +121,17 @@ export function KeysPage() {
             <option value="deleted">{t('status.deleted')}</option>
           </select>
         </label>
+        <label>
+          <span>{t('keys.filterHealth')}</span>
+          <select value={filters.health} onChange={set('health')} data-testid="filter-health">
+            <option value="">{t('common.all')}</option>
+            {HEALTH_STATUSES.map((h) => (
+              <option key={h} value={h}>
+                {t(`health.status.${h}` as MessageKey)}
+              </option>
+            ))}
+          </select>
+        </label>
       </div>
 
       {notice && (
@@ -123,58 +141,55 @@ export function KeysPage() {
       )}
       {pager.error != null && <Alert kind="error">{errorText(t, pager.error)}</Alert>}
 
-      <div className="table-wrap">
-        <table className="table" data-testid="keys-table" aria-busy={pager.loading}>
-          <thead>
-            <tr>
-              <th>{t('keys.col.name')}</th>
-              <th>{t('keys.col.provider')}</th>
-              <th>{t('keys.col.hint')}</th>
-              <th>{t('keys.col.owner')}</th>
-              <th>{t('keys.col.project')}</th>
-              <th>{t('keys.col.status')}</th>
-              <th>{t('keys.col.lastRevealed')}</th>
-              <th className="num">{t('keys.col.revealCount')}</th>
-              <th>
-                <span className="sr-only">{t('common.actions')}</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {pager.items.map((k) => (
-              <tr key={k.id} data-testid="key-row" data-key-id={k.id}>
-                <td>
-                  <Link to={`/keys/${k.id}`} className="key-name">
-                    {k.name}
-                  </Link>
-                  {k.remark && <div className="muted small clamp">{k.remark}</div>}
-                </td>
-                <td>{t(`provider.${k.provider}` as MessageKey)}</td>
-                <td>
-                  <code className="hint" data-testid="key-hint">
-                    {k.hint}
-                  </code>
-                </td>
-                <td>{k.ownerId === me.id ? `${userName(k.ownerId)} (${t('common.you')})` : userName(k.ownerId)}</td>
-                <td>{projectName(k.projectId)}</td>
-                <td>
-                  <StatusBadge status={k.status} expiresAt={k.expiresAt} />
-                </td>
-                <td className="nowrap">{k.lastRevealedAt ? dateTime(k.lastRevealedAt) : <span className="muted">{t('common.never')}</span>}</td>
-                <td className="num">{number(k.revealCount)}</td>
-                <td className="actions-cell">{actions.buttons(k, { detailLink: true })}</td>
-              </tr>
-            ))}
-            {!pager.loading && pager.items.length === 0 && (
-              <tr>
-                <td colSpan={9} className="empty">
-                  {filtered ? t('common.noMatch') : t('common.empty')}
-                </td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-      </div>
+      {showGuide && <SetupGuide onAddKey={actions.openAdd} />}
+      <DataTable
+        rows={pager.items}
+        rowKey={(k) => k.id}
+        rowAttrs={(k) => ({ 'data-testid': 'key-row', 'data-key-id': k.id })}
+        loading={pager.loading}
+        label={t('keys.title')}
+        testId="keys-table"
+        empty={filtered ? t('common.noMatch') : t(`keys.empty.${me.role}` as MessageKey)}
+        columns={[
+          {
+            id: 'name',
+            header: t('keys.col.name'),
+            cell: (k) => (
+              <>
+                <Link to={`/keys/${k.id}`} className="key-name">
+                  {k.name}
+                </Link>
+                {k.remark && <div className="muted small clamp">{k.remark}</div>}
+              </>
+            ),
+          },
+          { id: 'provider', header: t('keys.col.provider'), cell: (k) => t(`provider.${k.provider}` as MessageKey) },
+          {
+            id: 'hint',
+            header: t('keys.col.hint'),
+            cell: (k) => (
+              <code className="hint" data-testid="key-hint">
+                {k.hint}
+              </code>
+            ),
+          },
+          { id: 'owner', header: t('keys.col.owner'), cell: (k) => (k.ownerId === me.id ? `${userName(k.ownerId)} (${t('common.you')})` : userName(k.ownerId)) },
+          { id: 'project', header: t('keys.col.project'), cell: (k) => projectName(k.projectId) },
+          { id: 'status', header: t('keys.col.status'), cell: (k) => <StatusBadge status={k.status} expiresAt={k.expiresAt} /> },
+          {
+            id: 'health',
+            header: t('keys.col.health'),
+            cell: (k) => (
+              <span title={k.health.checkedAt ? t('health.checkedAtTitle', { at: dateTime(k.health.checkedAt) }) : t('health.neverChecked')}>
+                <HealthBadge status={k.health.status} />
+              </span>
+            ),
+          },
+          { id: 'revealed', header: t('keys.col.lastRevealed'), className: 'nowrap', cell: (k) => (k.lastRevealedAt ? dateTime(k.lastRevealedAt) : <span className="muted">{t('common.never')}</span>) },
+          { id: 'count', header: t('keys.col.revealCount'), className: 'num', cell: (k) => number(k.revealCount) },
+        ]}
+        actions={(k) => actions.buttons(k, { detailLink: true })}
+      />
       <Pager pager={pager} />
       {actions.dialogs}
     </div>

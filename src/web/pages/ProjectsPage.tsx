@@ -1,8 +1,7 @@
 import { useState, type FormEvent } from 'react';
-import { api, qs, type PageOf, type Project } from '../api';
+import { call, client, qs, query, type Project } from '../api';
 import { useDirectory } from '../directory';
 import { errorText } from '../errors';
-import { useTitle } from '../hooks';
 import { useI18n } from '../i18n';
 import { Link } from '../router';
 import { useMe } from '../session';
@@ -10,6 +9,9 @@ import { Alert } from '../components/Alert';
 import { ConfirmDialog, Dialog } from '../components/Dialog';
 import { Field } from '../components/Field';
 import { Menu } from '../components/Menu';
+import { DataTable } from '../components/DataTable';
+import { useOpenFromQuery, useTitle } from '../hooks';
+import { SetupGuide, useVaultEmpty } from './SetupGuide';
 import { Pager, usePaged } from '../components/Pager';
 import type { Notice } from './KeyActions';
 
@@ -22,8 +24,10 @@ export function ProjectsPage() {
   useTitle(t('projects.title'));
   const [open, setOpen] = useState<Open>(null);
   const [notice, setNotice] = useState<Notice>(null);
-  const pager = usePaged<Project>((cursor, limit) => api<PageOf<Project>>('GET', `/projects${qs({ limit, cursor })}`), 'projects');
+  const pager = usePaged<Project>((cursor, limit) => call(client.GET('/api/v1/projects', { params: { query: query('/api/v1/projects', { limit, cursor }) } })), 'projects');
   const admin = me.role === 'admin';
+  const vaultEmpty = useVaultEmpty();
+  useOpenFromQuery(admin, () => setOpen({ kind: 'add' }));
   const changed = (n: Notice) => {
     setNotice(n);
     pager.reload();
@@ -47,55 +51,38 @@ export function ProjectsPage() {
         </Alert>
       )}
       {pager.error != null && <Alert kind="error">{errorText(t, pager.error)}</Alert>}
-      <div className="table-wrap">
-        <table className="table" data-testid="projects-table">
-          <thead>
-            <tr>
-              <th>{t('common.name')}</th>
-              <th>{t('common.description')}</th>
-              <th>{t('common.created')}</th>
-              <th>
-                <span className="sr-only">{t('common.actions')}</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {pager.items.map((p) => (
-              <tr key={p.id} data-testid="project-row">
-                <td>
-                  <strong>{p.name}</strong>
-                </td>
-                <td className="pre">{p.description ?? ''}</td>
-                <td className="nowrap">{dateTime(p.createdAt)}</td>
-                <td className="actions-cell">
-                  <div className="row-actions">
-                    <Link to={`/keys${qs({ projectId: p.id })}`} className="button small">
-                      {t('projects.viewKeys')}
-                    </Link>
-                    {admin && (
-                      <Menu label={<span aria-label={t('common.more')}>⋯</span>} className="row-menu">
-                        <button type="button" role="menuitem" onClick={() => setOpen({ kind: 'edit', p })}>
-                          {t('common.edit')}
-                        </button>
-                        <button type="button" role="menuitem" className="danger-text" onClick={() => setOpen({ kind: 'delete', p })}>
-                          {t('common.delete')}
-                        </button>
-                      </Menu>
-                    )}
-                  </div>
-                </td>
-              </tr>
-            ))}
-            {!pager.loading && pager.items.length === 0 && (
-              <tr>
-                <td colSpan={4} className="empty">
-                  {t('common.empty')}
-                </td>
-              </tr>
+      {admin && vaultEmpty && <SetupGuide />}
+      <DataTable
+        rows={pager.items}
+        rowKey={(p) => p.id}
+        rowAttrs={() => ({ 'data-testid': 'project-row' })}
+        loading={pager.loading}
+        label={t('projects.title')}
+        testId="projects-table"
+        empty={admin ? t('projects.emptyAdmin') : t('projects.empty')}
+        columns={[
+          { id: 'name', header: t('common.name'), cell: (p) => <strong className="name">{p.name}</strong> },
+          { id: 'description', header: t('common.description'), className: 'pre', cell: (p) => p.description ?? '' },
+          { id: 'created', header: t('common.created'), className: 'nowrap', cell: (p) => dateTime(p.createdAt) },
+        ]}
+        actions={(p) => (
+          <div className="row-actions">
+            <Link to={`/keys${qs({ projectId: p.id })}`} className="button small" aria-label={t('projects.viewKeysOf', { name: p.name })}>
+              {t('projects.viewKeys')}
+            </Link>
+            {admin && (
+              <Menu label={<span aria-hidden="true">⋯</span>} ariaLabel={t('common.moreFor', { name: p.name })} className="row-menu">
+                <button type="button" role="menuitem" onClick={() => setOpen({ kind: 'edit', p })}>
+                  {t('common.edit')}
+                </button>
+                <button type="button" role="menuitem" className="danger-text" onClick={() => setOpen({ kind: 'delete', p })}>
+                  {t('common.delete')}
+                </button>
+              </Menu>
             )}
-          </tbody>
-        </table>
-      </div>
+          </div>
+        )}
+      />
       <Pager pager={pager} />
 
       {open?.kind === 'add' && <ProjectDialog onClose={close} onDone={(p) => changed({ kind: 'success', text: t('projects.created', { name: p.name }) })} />}
@@ -109,7 +96,7 @@ export function ProjectsPage() {
           errors={{ conflict: 'projects.deleteConflict' }}
           onClose={close}
           onConfirm={async () => {
-            await api('DELETE', `/projects/${open.p.id}`);
+            await call(client.DELETE('/api/v1/projects/{id}', { params: { path: { id: open.p.id } } }));
             changed({ kind: 'success', text: t('projects.deleted', { name: open.p.name }) });
           }}
         />
@@ -138,8 +125,8 @@ function ProjectDialog({ p, onClose, onDone }: { p?: Project; onClose(): void; o
     setError(null);
     try {
       const saved = p
-        ? await api<Project>('PATCH', `/projects/${p.id}`, { body: patch })
-        : await api<Project>('POST', '/projects', { body: { name: name.trim(), ...(description.trim() ? { description: description.trim() } : {}) } });
+        ? await call(client.PATCH('/api/v1/projects/{id}', { params: { path: { id: p.id } }, body: patch }))
+        : await call(client.POST('/api/v1/projects', { body: { name: name.trim(), ...(description.trim() ? { description: description.trim() } : {}) } }));
       onDone(saved);
       onClose();
     } catch (err) {
@@ -161,7 +148,7 @@ function ProjectDialog({ p, onClose, onDone }: { p?: Project; onClose(): void; o
       {step === 'form' ? (
         <form onSubmit={submit} noValidate>
           <Field label={t('projects.name')} htmlFor="project-name">
-            <input id="project-name" value={name} onChange={(e) => setName(e.target.value)} maxLength={128} autoFocus />
+            <input id="project-name" value={name} onChange={(e) => setName(e.target.value)} maxLength={128} data-autofocus />
           </Field>
           <Field label={t('common.description')} htmlFor="project-description" optional={t('common.optional')}>
             <textarea id="project-description" value={description} onChange={(e) => setDescription(e.target.value)} maxLength={1024} rows={3} />

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from 'react';
-import { api, qs, ROLE_SCOPES, type ApiToken, type IssuedToken, type PageOf } from '../api';
+import { call, client, query, ROLE_SCOPES, type ApiToken, type IssuedToken, type Scope } from '../api';
 import { errorText } from '../errors';
 import { useTitle } from '../hooks';
 import { useI18n, type MessageKey } from '../i18n';
@@ -9,6 +9,7 @@ import { StatusBadge } from '../components/Badges';
 import { ConfirmDialog, Dialog } from '../components/Dialog';
 import { Field } from '../components/Field';
 import { Menu } from '../components/Menu';
+import { DataTable } from '../components/DataTable';
 import { Pager, usePaged } from '../components/Pager';
 import { CopyButton } from '../components/Secret';
 import type { Notice } from './KeyActions';
@@ -18,14 +19,14 @@ const RENEW_DAYS = 90;
 
 /** Everyone manages their own API tokens; a new secret is shown once, then only its prefix. */
 export function TokensPage() {
-  const { t, dateTime, date, number } = useI18n();
+  const { t, dateTime, number } = useI18n();
   const me = useMe();
   useTitle(t('tokens.title'));
   const [open, setOpen] = useState<Open>(null);
   const [notice, setNotice] = useState<Notice>(null);
   const [showRevoked, setShowRevoked] = useState(false);
   // Admins could list everyone's; this page is about one's own.
-  const pager = usePaged<ApiToken>((cursor, limit) => api<PageOf<ApiToken>>('GET', `/api-tokens${qs({ userId: me.role === 'admin' ? me.id : undefined, limit, cursor })}`), 'tokens');
+  const pager = usePaged<ApiToken>((cursor, limit) => call(client.GET('/api/v1/api-tokens', { params: { query: query('/api/v1/api-tokens', { userId: me.role === 'admin' ? me.id : undefined, limit, cursor }) } })), 'tokens');
   const close = () => setOpen(null);
   const items = showRevoked ? pager.items : pager.items.filter((tk) => !tk.revokedAt);
   const stateOf = (tk: ApiToken) => (tk.revokedAt ? 'revoked' : new Date(tk.expiresAt).getTime() <= Date.now() ? 'expired' : 'active');
@@ -48,76 +49,51 @@ export function TokensPage() {
         </Alert>
       )}
       {pager.error != null && <Alert kind="error">{errorText(t, pager.error)}</Alert>}
-      <div className="table-wrap">
-        <table className="table" data-testid="tokens-table">
-          <thead>
-            <tr>
-              <th>{t('tokens.name')}</th>
-              <th>{t('tokens.col.prefix')}</th>
-              <th>{t('tokens.scopes')}</th>
-              <th>{t('common.status')}</th>
-              <th>{t('tokens.col.expires')}</th>
-              <th>{t('tokens.col.lastUsed')}</th>
-              <th className="num">{t('tokens.col.uses')}</th>
-              <th>
-                <span className="sr-only">{t('common.actions')}</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {items.map((tk) => (
-              <tr key={tk.id} data-testid="token-row">
-                <td>
-                  <strong>{tk.name}</strong>
-                </td>
-                <td>
-                  <code data-testid="token-prefix">{tk.prefix}…</code>
-                </td>
-                <td>
-                  <ul className="scope-list">
-                    {tk.scopes.map((s) => (
-                      <li key={s}>
-                        <code>{s}</code>
-                      </li>
-                    ))}
-                  </ul>
-                </td>
-                <td>
-                  <StatusBadge status={stateOf(tk)} />
-                </td>
-                <td className="nowrap">{date(tk.expiresAt)}</td>
-                <td className="nowrap">
-                  {tk.lastUsedAt ? dateTime(tk.lastUsedAt) : <span className="muted">{t('common.never')}</span>}
-                  {tk.lastUsedIp && <div className="muted small">{tk.lastUsedIp}</div>}
-                </td>
-                <td className="num">{number(tk.usageCount)}</td>
-                <td className="actions-cell">
-                  {!tk.revokedAt && (
-                    <Menu label={<span aria-label={t('common.more')}>⋯</span>} className="row-menu">
-                      <button type="button" role="menuitem" onClick={() => setOpen({ kind: 'renew', tk })}>
-                        {t('tokens.renew')}
-                      </button>
-                      <button type="button" role="menuitem" onClick={() => setOpen({ kind: 'regenerate', tk })}>
-                        {t('tokens.regenerate')}
-                      </button>
-                      <button type="button" role="menuitem" className="danger-text" onClick={() => setOpen({ kind: 'revoke', tk })}>
-                        {t('tokens.revoke')}
-                      </button>
-                    </Menu>
-                  )}
-                </td>
-              </tr>
-            ))}
-            {!pager.loading && items.length === 0 && (
-              <tr>
-                <td colSpan={8} className="empty">
-                  {t('common.empty')}
-                </td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-      </div>
+      <DataTable
+        rows={items}
+        rowKey={(tk) => tk.id}
+        rowAttrs={() => ({ 'data-testid': 'token-row' })}
+        loading={pager.loading}
+        label={t('tokens.title')}
+        testId="tokens-table"
+        empty={t('tokens.empty')}
+        columns={[
+          { id: 'name', header: t('tokens.name'), cell: (tk) => <strong className="name">{tk.name}</strong> },
+          { id: 'prefix', header: t('tokens.col.prefix'), cell: (tk) => <code data-testid="token-prefix">{tk.prefix}…</code> },
+          {
+            id: 'scopes',
+            header: t('tokens.scopes'),
+            cell: (tk) => (
+              <ul className="scope-list">
+                {tk.scopes.map((s) => (
+                  <li key={s}>
+                    <code>{s}</code>
+                  </li>
+                ))}
+              </ul>
+            ),
+          },
+          { id: 'status', header: t('common.status'), cell: (tk) => <StatusBadge status={stateOf(tk)} /> },
+          { id: 'expires', header: t('tokens.col.expires'), className: 'nowrap', cell: (tk) => dateTime(tk.expiresAt) },
+          { id: 'used', header: t('tokens.col.lastUsed'), className: 'nowrap', cell: (tk) => (tk.lastUsedAt ? dateTime(tk.lastUsedAt) : <span className="muted">{t('common.never')}</span>) },
+          { id: 'uses', header: t('tokens.col.uses'), className: 'num', cell: (tk) => number(tk.usageCount) },
+        ]}
+        actions={(tk) =>
+          !tk.revokedAt && (
+            <Menu label={<span aria-hidden="true">⋯</span>} ariaLabel={t('common.moreFor', { name: tk.name })} className="row-menu">
+              <button type="button" role="menuitem" onClick={() => setOpen({ kind: 'renew', tk })}>
+                {t('tokens.renew')}
+              </button>
+              <button type="button" role="menuitem" onClick={() => setOpen({ kind: 'regenerate', tk })}>
+                {t('tokens.regenerate')}
+              </button>
+              <button type="button" role="menuitem" className="danger-text" onClick={() => setOpen({ kind: 'revoke', tk })}>
+                {t('tokens.revoke')}
+              </button>
+            </Menu>
+          )
+        }
+      />
       <Pager pager={pager} />
 
       {open?.kind === 'create' && (
@@ -137,8 +113,8 @@ export function TokensPage() {
           confirmLabel={t('tokens.renew')}
           onClose={close}
           onConfirm={async () => {
-            const tk = await api<ApiToken>('POST', `/api-tokens/${open.tk.id}/renew`, { body: { expiresInDays: RENEW_DAYS } });
-            setNotice({ kind: 'success', text: t('tokens.renewed', { name: tk.name, date: date(tk.expiresAt) }) });
+            const tk = await call(client.POST('/api/v1/api-tokens/{id}/renew', { params: { path: { id: open.tk.id } }, body: { expiresInDays: RENEW_DAYS } }));
+            setNotice({ kind: 'success', text: t('tokens.renewed', { name: tk.name, date: dateTime(tk.expiresAt) }) });
             pager.reload();
           }}
         />
@@ -152,7 +128,7 @@ export function TokensPage() {
           keepOpen
           onClose={close}
           onConfirm={async () => {
-            const issued = await api<IssuedToken>('POST', `/api-tokens/${open.tk.id}/regenerate`);
+            const issued = await call(client.POST('/api/v1/api-tokens/{id}/regenerate', { params: { path: { id: open.tk.id } } }));
             pager.reload();
             setOpen({ kind: 'issued', issued });
           }}
@@ -166,7 +142,7 @@ export function TokensPage() {
           danger
           onClose={close}
           onConfirm={async () => {
-            await api('DELETE', `/api-tokens/${open.tk.id}`);
+            await call(client.DELETE('/api/v1/api-tokens/{id}', { params: { path: { id: open.tk.id } } }));
             setNotice({ kind: 'success', text: t('tokens.revoked', { name: open.tk.name }) });
             pager.reload();
           }}
@@ -181,11 +157,12 @@ function CreateTokenDialog({ onClose, onIssued }: { onClose(): void; onIssued(i:
   const me = useMe();
   const allowed = ROLE_SCOPES[me.role];
   const [name, setName] = useState('');
-  const [scopes, setScopes] = useState<string[]>(allowed.filter((s) => s.endsWith(':read')));
+  // Metrics are for a scraper's own token: not ticked by default.
+  const [scopes, setScopes] = useState<Scope[]>(allowed.filter((s) => s.endsWith(':read') && s !== 'metrics:read'));
   const [days, setDays] = useState('90');
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const toggle = (s: string) => setScopes((cur) => (cur.includes(s) ? cur.filter((x) => x !== s) : [...cur, s]));
+  const toggle = (s: Scope) => setScopes((cur) => (cur.includes(s) ? cur.filter((x) => x !== s) : [...cur, s]));
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     setError(null);
@@ -195,7 +172,7 @@ function CreateTokenDialog({ onClose, onIssued }: { onClose(): void; onIssued(i:
     if (!Number.isInteger(n) || n < 1 || n > 365) return setError(t('tokens.daysRule'));
     setBusy(true);
     try {
-      onIssued(await api<IssuedToken>('POST', '/api-tokens', { body: { name: name.trim(), scopes, expiresInDays: n } }));
+      onIssued(await call(client.POST('/api/v1/api-tokens', { body: { name: name.trim(), scopes, expiresInDays: n } })));
     } catch (err) {
       setError(errorText(t, err));
       setBusy(false);
@@ -205,7 +182,7 @@ function CreateTokenDialog({ onClose, onIssued }: { onClose(): void; onIssued(i:
     <Dialog title={t('tokens.create')} onClose={onClose} testId="create-token-dialog">
       <form onSubmit={submit} noValidate>
         <Field label={t('tokens.name')} htmlFor="token-name">
-          <input id="token-name" value={name} onChange={(e) => setName(e.target.value)} maxLength={128} placeholder={t('tokens.namePlaceholder')} autoFocus />
+          <input id="token-name" value={name} onChange={(e) => setName(e.target.value)} maxLength={128} placeholder={t('tokens.namePlaceholder')} data-autofocus />
         </Field>
         <fieldset className="field">
           <legend>{t('tokens.scopes')}</legend>
@@ -249,10 +226,10 @@ function IssuedDialog({ issued, onClose }: { issued: IssuedToken; onClose(): voi
         </code>
       </div>
       <div className="dialog-actions">
-        <CopyButton text={() => issued.token} testId="copy-token" />
-        <button type="button" className="primary" onClick={onClose}>
+        <button type="button" onClick={onClose}>
           {t('common.close')}
         </button>
+        <CopyButton text={() => issued.token} testId="copy-token" className="primary" first />
       </div>
     </Dialog>
   );

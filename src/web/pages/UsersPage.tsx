@@ -1,8 +1,7 @@
 import { useState, type FormEvent } from 'react';
-import { api, qs, type PageOf, type Role, type User } from '../api';
+import { call, client, query, type Role, type User } from '../api';
 import { useDirectory } from '../directory';
 import { errorText } from '../errors';
-import { useTitle } from '../hooks';
 import { useI18n, type MessageKey } from '../i18n';
 import { useMe } from '../session';
 import { Alert } from '../components/Alert';
@@ -10,6 +9,9 @@ import { RoleBadge, StatusBadge } from '../components/Badges';
 import { ConfirmDialog, Dialog } from '../components/Dialog';
 import { Field } from '../components/Field';
 import { Menu } from '../components/Menu';
+import { DataTable } from '../components/DataTable';
+import { useOpenFromQuery, useTitle } from '../hooks';
+import { SetupGuide, useVaultEmpty } from './SetupGuide';
 import { Pager, usePaged } from '../components/Pager';
 import type { Notice } from './KeyActions';
 
@@ -27,8 +29,10 @@ export function UsersPage() {
   const [status, setStatus] = useState('');
   const [open, setOpen] = useState<Open>(null);
   const [notice, setNotice] = useState<Notice>(null);
-  const pager = usePaged<User>((cursor, limit) => api<PageOf<User>>('GET', `/users${qs({ role, status, limit, cursor })}`), `${role}|${status}`);
+  const pager = usePaged<User>((cursor, limit) => call(client.GET('/api/v1/users', { params: { query: query('/api/v1/users', { role, status, limit, cursor }) } })), `${role}|${status}`);
   const admin = me.role === 'admin';
+  const vaultEmpty = useVaultEmpty();
+  useOpenFromQuery(admin, () => setOpen({ kind: 'add' }));
   const changed = (n: Notice) => {
     setNotice(n);
     pager.reload();
@@ -73,62 +77,49 @@ export function UsersPage() {
         </Alert>
       )}
       {pager.error != null && <Alert kind="error">{errorText(t, pager.error)}</Alert>}
-      <div className="table-wrap">
-        <table className="table" data-testid="users-table">
-          <thead>
-            <tr>
-              <th>{t('users.username')}</th>
-              <th>{t('users.displayName')}</th>
-              <th>{t('users.role')}</th>
-              <th>{t('common.status')}</th>
-              <th>{t('common.created')}</th>
-              <th>
-                <span className="sr-only">{t('common.actions')}</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {pager.items.map((u) => (
-              <tr key={u.id} data-testid="user-row">
-                <td>
-                  <strong>{u.username}</strong>
-                  {u.id === me.id && <span className="muted small"> ({t('common.you')})</span>}
-                </td>
-                <td>{u.displayName ?? ''}</td>
-                <td>
-                  <RoleBadge role={u.role} />
-                </td>
-                <td>
-                  <StatusBadge status={u.status} />
-                </td>
-                <td className="nowrap">{dateTime(u.createdAt)}</td>
-                <td className="actions-cell">
-                  {admin && (
-                    <Menu label={<span aria-label={t('common.more')}>⋯</span>} className="row-menu">
-                      <button type="button" role="menuitem" onClick={() => setOpen({ kind: 'edit', u })}>
-                        {t('common.edit')}
-                      </button>
-                      <button type="button" role="menuitem" onClick={() => setOpen({ kind: 'password', u })}>
-                        {t('users.setPassword')}
-                      </button>
-                      <button type="button" role="menuitem" className={u.status === 'active' ? 'danger-text' : undefined} onClick={() => setOpen({ kind: 'toggle', u })}>
-                        {u.status === 'active' ? t('users.disable') : t('users.enable')}
-                      </button>
-                    </Menu>
-                  )}
-                </td>
-              </tr>
-            ))}
-            {!pager.loading && pager.items.length === 0 && (
-              <tr>
-                <td colSpan={6} className="empty">
-                  {t('common.noMatch')}
-                </td>
-              </tr>
-            )}
-          </tbody>
-        </table>
-      </div>
+      {admin && vaultEmpty && <SetupGuide />}
+      <DataTable
+        rows={pager.items}
+        rowKey={(u) => u.id}
+        rowAttrs={() => ({ 'data-testid': 'user-row' })}
+        loading={pager.loading}
+        label={t('users.title')}
+        testId="users-table"
+        empty={role || status ? t('common.noMatch') : t('users.empty')}
+        columns={[
+          {
+            id: 'username',
+            header: t('users.username'),
+            cell: (u) => (
+              <>
+                <strong className="name">{u.username}</strong>
+                {u.id === me.id && <span className="muted small"> ({t('common.you')})</span>}
+              </>
+            ),
+          },
+          { id: 'display', header: t('users.displayName'), cell: (u) => u.displayName ?? '' },
+          { id: 'role', header: t('users.role'), cell: (u) => <RoleBadge role={u.role} /> },
+          { id: 'status', header: t('common.status'), cell: (u) => <StatusBadge status={u.status} /> },
+          { id: 'created', header: t('common.created'), className: 'nowrap', cell: (u) => dateTime(u.createdAt) },
+        ]}
+        actions={
+          admin
+            ? (u) => (
+                <Menu label={<span aria-hidden="true">⋯</span>} ariaLabel={t('common.moreFor', { name: u.username })} className="row-menu">
+                  <button type="button" role="menuitem" onClick={() => setOpen({ kind: 'edit', u })}>
+                    {t('common.edit')}
+                  </button>
+                  <button type="button" role="menuitem" onClick={() => setOpen({ kind: 'password', u })}>
+                    {t('users.setPassword')}
+                  </button>
+                  <button type="button" role="menuitem" className={u.status === 'active' ? 'danger-text' : undefined} onClick={() => setOpen({ kind: 'toggle', u })}>
+                    {u.status === 'active' ? t('users.disable') : t('users.enable')}
+                  </button>
+                </Menu>
+              )
+            : undefined
+        }
+      />
       <Pager pager={pager} />
 
       {open?.kind === 'add' && <AddUserDialog onClose={close} onDone={(u) => changed({ kind: 'success', text: t('users.created', { name: u.username }) })} />}
@@ -143,7 +134,7 @@ export function UsersPage() {
           errors={{ conflict: 'users.lastAdmin' }}
           onClose={close}
           onConfirm={async () => {
-            const u = await api<User>('PATCH', `/users/${open.u.id}`, { body: { status: open.u.status === 'active' ? 'disabled' : 'active' } });
+            const u = await call(client.PATCH('/api/v1/users/{id}', { params: { path: { id: open.u.id } }, body: { status: open.u.status === 'active' ? 'disabled' : 'active' } }));
             changed({ kind: 'success', text: t('users.saved', { name: u.username }) });
           }}
         />
@@ -167,7 +158,7 @@ function AddUserDialog({ onClose, onDone }: { onClose(): void; onDone(u: User): 
     if (password.length < 12) return setError(t('users.passwordRule'));
     setBusy(true);
     try {
-      const u = await api<User>('POST', '/users', { body: { username: username.trim(), password, role, ...(displayName.trim() ? { displayName: displayName.trim() } : {}) } });
+      const u = await call(client.POST('/api/v1/users', { body: { username: username.trim(), password, role, ...(displayName.trim() ? { displayName: displayName.trim() } : {}) } }));
       onDone(u);
       onClose();
     } catch (err) {
@@ -193,7 +184,7 @@ function AddUserDialog({ onClose, onDone }: { onClose(): void; onDone(u: User): 
             ))}
           </select>
         </Field>
-        <Field label={t('users.password')} htmlFor="user-password" help={t('users.passwordHelp')}>
+        <Field label={t('users.password')} htmlFor="user-password" help={t('users.initialPasswordHelp')}>
           <input id="user-password" type="password" value={password} onChange={(e) => setPassword(e.target.value)} autoComplete="new-password" />
         </Field>
         {error && <Alert kind="error">{error}</Alert>}
@@ -231,7 +222,7 @@ function EditUserDialog({ u, onClose, onDone }: { u: User; onClose(): void; onDo
   const save = async () => {
     setBusy(true);
     try {
-      onDone(await api<User>('PATCH', `/users/${u.id}`, { body: patch }));
+      onDone(await call(client.PATCH('/api/v1/users/{id}', { params: { path: { id: u.id } }, body: patch })));
       onClose();
     } catch (err) {
       setError(errorText(t, err, { conflict: 'users.lastAdmin' }));
@@ -298,7 +289,7 @@ function SetPasswordDialog({ u, onClose, onDone }: { u: User; onClose(): void; o
     setBusy(true);
     setError(null);
     try {
-      await api<User>('PATCH', `/users/${u.id}`, { body: { password } });
+      await call(client.PATCH('/api/v1/users/{id}', { params: { path: { id: u.id } }, body: { password } }));
       onDone();
       onClose();
     } catch (err) {
