@@ -1,7 +1,7 @@
 import { createTestContext, dbKind, TestContext, TestUser } from '../support/test-app';
 import { createKey, createProject, uniqueSecret } from '../support/factories';
 import { bearer, call, isEnvelope, LeakBook, loginAt, Reply } from '../support/resilience-helpers';
-import { allServerOutput, killAll, servePkv, ServingPkv } from '../support/processes';
+import { allServerOutput, killAll, servePkv, ServingPkv, waitFor } from '../support/processes';
 import { StandInProvider } from '../support/stand-in-provider';
 import { RUN } from '../../src/modules/gateway/scrub';
 
@@ -111,13 +111,14 @@ describeMysql('the gateway on two instances sharing one MariaDB database', () =>
     expect(await statusOnBoth(vk.virtualKey)).toEqual([200, 200]);
     expect(await statusOnBoth(vk.virtualKey)).toEqual([200, 200]);
     // Each instance alone has forwarded 2 of 4: it refuses the next call once the other's calls are in the database.
-    await new Promise((resolve) => setTimeout(resolve, 2500));
+    // Both flush about every second; wait until they have (a fixed sleep was too short on a loaded CI machine).
+    const stored = async () => Number((await ctx.db.read((m) => m.query('SELECT COUNT(*) AS n FROM gateway_usage WHERE virtual_key_id = ?', [vk.id])))[0].n);
+    await waitFor('both instances to flush their calls', async () => (await stored()) === 4);
     const refused = await chat(a, vk.virtualKey);
     expect(refused.status).toBe(429);
     expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
     expect((await chat(b, vk.virtualKey)).status).toBe(429);
-    const [row] = await ctx.db.read((m) => m.query('SELECT COUNT(*) AS n FROM gateway_usage WHERE virtual_key_id = ?', [vk.id]));
-    expect(Number(row.n)).toBe(4);
+    expect(await stored()).toBe(4);
   });
 
   it('leaks no key, virtual key, token or password into either server’s output, an error body or an audit row; no run of a key reached a client', async () => {
