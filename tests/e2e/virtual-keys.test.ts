@@ -328,7 +328,7 @@ describeE2E('web console: virtual keys, the gateway snippet and usage', () => {
     await e.signIn(audrey);
     await openDetail();
     await eventually(async () => expect(await page.getByTestId('total-requests').textContent()).toBe('5'));
-    // The chart is drawn after the totals (its code loads on its own): wait for it rather than count at once.
+    // The chart is drawn after the totals (once its width is measured): wait for it rather than count at once.
     await eventually(async () => expect(await page.getByTestId('requests-chart').locator('svg[role=img]').count()).toBe(1));
     for (const id of ['virtual-keys', 'create-virtual-key', 'vk-revoke', 'gateway-snippet']) expect({ id, n: await page.getByTestId(id).count() }).toEqual({ id, n: 0 });
     expect(await page.content()).not.toContain('incident probe');
