@@ -12,7 +12,7 @@ import type { Logger } from '../../logger';
 import type { Notifier } from '../../notifications';
 import { Page, PageResult, toPageResult } from '../../pagination';
 import { Actor, can } from '../auth/actor';
-import { spendAllowance, type Allowance } from '../auth/allowance';
+import { auditOfRefusal, spendAllowance, type Allowance } from '../auth/allowance';
 import type { AuditService } from '../audit/audit.service';
 import { KeyScrubber } from '../gateway/scrub';
 import { bindingOf, type HealthStatus, type ProviderKeyEntity } from '../provider-keys/provider-key.entity';
@@ -103,7 +103,7 @@ export class HealthService {
       .transaction(async (tx) => {
         const row = await this.keys.findById(tx, id, true);
         const where = row ? { keyId: row.id, ownerId: row.ownerId, projectId: row.projectId } : { keyId: id };
-        const no = limited ? { outcome: 'rate_limited' as const, why: 'rate_limited', error: limited } : this.refusal(actor, row);
+        const no = limited ? { ...auditOfRefusal(limited), error: limited } : this.refusal(actor, row);
         const detail = no ? { why: no.why } : { why: row!.ownerId === actor.userId ? 'owner' : 'admin', upstream: upstreamOf(row!.provider, row!.baseUrl), sealId: sealIdOf(row!) };
         await this.audit.record(tx, actor, 'provider_key.check', no ? no.outcome : 'success', where, { detail });
         // Claimed as the scheduler claims a due key: no instance's scheduler picks it up while this check runs.

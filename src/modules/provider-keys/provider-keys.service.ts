@@ -11,7 +11,6 @@ import {
   KeyExpiredError,
   NotFoundError,
   PayloadTooLargeError,
-  RateLimitedError,
   UnavailableError,
   ValidationError,
 } from '../../errors';
@@ -22,7 +21,7 @@ import { sealIdOf, type Envelope, type SecretBinding } from '../../crypto/envelo
 import { Page, PageResult, toPageResult } from '../../pagination';
 import type { Notifier } from '../../notifications';
 import { Actor, can } from '../auth/actor';
-import { spendAllowance, type Allowance } from '../auth/allowance';
+import { auditOfRefusal, spendAllowance, type Allowance, type AllowanceRefusal } from '../auth/allowance';
 import type { AuditEvent, AuditService, AuditTarget } from '../audit/audit.service';
 import type { AuditEventEntity, AuditOutcome } from '../audit/audit-event.entity';
 import type { ProjectsRepository } from '../projects/projects.repository';
@@ -68,7 +67,7 @@ interface RevealRequest {
    * The rate limits' answer, being fetched while the batch reads its keys: a refusal (audited, in the same batch),
    * an error of the limiter store (the reveal fails unaudited, as it would have before reaching the key), or nothing.
    */
-  allowance: Promise<AppError | undefined>;
+  allowance: Promise<AllowanceRefusal | undefined>;
 }
 
 type RevealDone = { key: ProviderKeyEntity; opened: Buffer; at: Date; error?: undefined } | { error: AppError; key?: undefined; opened?: undefined; at?: undefined };
@@ -391,10 +390,7 @@ export class ProviderKeysService {
    * together share that transaction (see revealBatch).
    */
   async reveal(actor: Actor, id: string, reason: string | undefined): Promise<Revealed> {
-    const allowance = spendAllowance(this.revealLimits, actor, 'provider-keys:reveal').then(
-      (refusal) => refusal,
-      (err: unknown) => (err instanceof AppError ? err : new UnavailableError('Rate-limit state is unavailable', err)),
-    );
+    const allowance = spendAllowance(this.revealLimits, actor, 'provider-keys:reveal');
     const done = await this.reveals.load({ actor, id, reason, allowance });
     if (done.error) throw done.error;
     const k = done.key;
@@ -444,8 +440,10 @@ export class ProviderKeysService {
             return { error };
           };
           const limited = allowances[i];
-          if (limited instanceof RateLimitedError) return refuse('rate_limited', limited, { keyId: r.id });
-          if (limited) return { error: limited };
+          if (limited) {
+            const { outcome, why } = auditOfRefusal(limited);
+            return refuse(outcome, limited, { keyId: r.id }, why);
+          }
           const key = keys.get(r.id);
           if (!key || key.status === 'deleted') return refuse('denied', new NotFoundError('No such key'), key ? target(key) : { keyId: r.id }, key ? 'key_deleted' : 'not_found');
           const decision = decideReveal(r.actor, key, r.reason, now);
